@@ -1,0 +1,88 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/georep/georep/internal/cli"
+	"github.com/georep/georep/internal/secondary"
+)
+
+func init() {
+	register(command{name: "secondary", summary: "the secondary agent (started by the primary over ssh)", run: runSecondary})
+}
+
+const secondaryHelp = `Serves one primary on stdin/stdout, applying its operations beneath --root
+and nowhere else. The primary starts it over ssh; you run it by hand only to
+print an authorized_keys line that lets a key run nothing but this agent:
+
+example:
+  georep secondary --root /srv/replica --print-authorized-key ~/.ssh/georep.pub >> ~/.ssh/authorized_keys`
+
+func runSecondary(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("secondary", flag.ContinueOnError)
+	root := fs.String("root", "", "the directory this agent may write in (required)")
+	fake := fs.Bool("fake-super", false, "store owners and special files in user.georep.stat xattrs")
+	keyFile := fs.String("print-authorized-key", "", "print an authorized_keys line for this public key file, restricted to this agent, and exit")
+	idle := fs.Duration("idle-timeout", 2*time.Minute, "end the session when the primary is silent this long")
+	verbose := fs.Bool("v", false, "log to stderr")
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		if err == flag.ErrHelp {
+			cli.PrintHelp(os.Stdout, fs, "georep secondary --root DIR [flags]", secondaryHelp)
+		}
+		return err
+	}
+	if len(pos) != 0 {
+		return cli.Usagef("unexpected arguments %q", pos)
+	}
+	if *root == "" {
+		return cli.Usagef("--root is required")
+	}
+	if *keyFile != "" {
+		return printAuthorizedKey(*keyFile, *root, *fake)
+	}
+	log := cli.Logger(os.Stderr, *verbose, "text")
+	rwc := stdio{Reader: os.Stdin, Writer: os.Stdout}
+	return secondary.Serve(ctx, rwc, secondary.Options{Root: *root, Software: version(), Logger: log, FakeSuper: *fake, IdleTimeout: *idle})
+}
+
+type stdio struct {
+	io.Reader
+	io.Writer
+}
+
+func (stdio) Close() error { os.Stdin.Close(); return os.Stdout.Close() }
+
+func printAuthorizedKey(keyFile, root string, fake bool) error {
+	b, err := os.ReadFile(keyFile)
+	if err != nil {
+		return err
+	}
+	key := strings.TrimSpace(string(b))
+	if !strings.HasPrefix(key, "ssh-") && !strings.HasPrefix(key, "ecdsa-") && !strings.HasPrefix(key, "sk-") {
+		return fmt.Errorf("%s does not look like an OpenSSH public key", keyFile)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		self = "georep"
+	}
+	absRoot, err := filepath.Abs(root)
+	if err != nil {
+		return err
+	}
+	cmd := self + " secondary --root " + shellQuote(absRoot)
+	if fake {
+		cmd += " --fake-super"
+	}
+	fmt.Printf("command=\"%s\",restrict %s\n", strings.ReplaceAll(cmd, `"`, `\"`), key)
+	return nil
+}
+
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/georep/georep/internal/cli"
+	"github.com/georep/georep/internal/state"
+	"github.com/georep/georep/internal/transport"
+	"github.com/georep/georep/internal/worker"
+	"golang.org/x/term"
+)
+
+func init() {
+	register(command{name: "sync", summary: "replicate SRC to DST once: crawl, apply, exit", run: runSync})
+}
+
+const syncHelp = `Crawls the source, compares it with the secondary by file identity, and
+applies the difference: entry operations (renames and hardlinks travel as
+such), then data (new files whole, changed files by delta), then metadata.
+Exits 0 once the secondary is in sync; non-zero, listing what failed, when
+anything could not be synced. DST is a local path or [user@]host:/path.
+
+example:
+  georep sync /srv/data /backup/data
+  georep sync /srv/data backup@dr-site:/srv/data --ssh-command "ssh -p 2222"`
+
+type syncFlags struct {
+	stateDir, sshCommand, remoteGeorep, logFormat string
+	json, noProgress, fakeSuper, noXattrs, verbose   bool
+	jobs, passes                                     int
+	excludes                                         cli.StringList
+}
+
+func (f *syncFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.stateDir, "state-dir", "", "state directory (default $GEOREP_STATE_DIR or /var/lib/georep)")
+	fs.StringVar(&f.sshCommand, "ssh-command", "", `ssh command for a remote DST, e.g. "ssh -p 2222 -i KEY" (default ssh)`)
+	fs.StringVar(&f.remoteGeorep, "remote-georep", "", "georep command on the secondary host (default georep)")
+	fs.BoolVar(&f.json, "json", false, "print a JSON summary at the end")
+	fs.BoolVar(&f.noProgress, "no-progress", false, "no progress line")
+	fs.BoolVar(&f.fakeSuper, "fake-super", false, "keep owners and special files in xattrs on the secondary (automatic when it is not root)")
+	fs.BoolVar(&f.fakeSuper, "no-owner", false, "alias of --fake-super: do not chown on the secondary, store owners in xattrs")
+	fs.BoolVar(&f.noXattrs, "no-xattrs", false, "do not sync xattrs and ACLs")
+	fs.BoolVar(&f.verbose, "v", false, "log progress details to stderr")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.IntVar(&f.jobs, "sync-jobs", 0, "files transferred in parallel (default fitted to the machine)")
+	fs.IntVar(&f.passes, "passes", 3, "crawl passes before giving up on failing entries")
+	fs.Var(&f.excludes, "exclude", "top-level name not to replicate (repeatable)")
+}
+
+// syncSummary is the --json output.
+type syncSummary struct {
+	Source      string           `json:"source"`
+	Destination string           `json:"destination"`
+	OK          bool             `json:"ok"`
+	Passes      int              `json:"passes"`
+	Seconds     float64          `json:"seconds"`
+	Stime       int64            `json:"stime_ns"`
+	Stats       worker.Stats     `json:"stats"`
+	Failures    []worker.Failure `json:"failures,omitempty"`
+	Error       string           `json:"error,omitempty"`
+}
+
+func runSync(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
+	var f syncFlags
+	f.register(fs)
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		if err == flag.ErrHelp {
+			cli.PrintHelp(os.Stdout, fs, "georep sync SRC DST [flags]", syncHelp)
+		}
+		return err
+	}
+	if len(pos) != 2 {
+		return cli.Usagef("need SRC and DST (see georep sync --help)")
+	}
+	src, err := filepath.Abs(pos[0])
+	if err != nil {
+		return err
+	}
+	dst, err := transport.ParseDestination(pos[1])
+	if err != nil {
+		return cli.Usagef("%v", err)
+	}
+	log := cli.Logger(os.Stderr, f.verbose, f.logFormat)
+	stateDir := state.Dir(cli.StateDir(f.stateDir))
+	recDir := stateDir.SyncDir(src, dst.String())
+	if err := os.MkdirAll(recDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	var progress func(worker.Progress)
+	if !f.json && !f.noProgress && term.IsTerminal(int(os.Stderr.Fd())) {
+		progress = printProgress
+	}
+	absState, _ := filepath.Abs(string(stateDir))
+	cfg := worker.Config{Source: src, Dest: dst, SSHCommand: f.sshCommand, RemoteGeorep: f.remoteGeorep, Logger: log,
+		SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, Excludes: f.excludes,
+		ExcludePaths: []string{absState}, Progress: progress}
+	started := time.Now()
+	sum := syncSummary{Source: src, Destination: dst.String()}
+	stime, runErr := syncOnce(ctx, cfg, recDir, f.passes, &sum)
+	sum.Seconds = time.Since(started).Seconds()
+	sum.Stime = stime
+	sum.OK = runErr == nil
+	if runErr != nil {
+		sum.Error = runErr.Error()
+	}
+	if progress != nil {
+		fmt.Fprint(os.Stderr, "\r\033[K")
+	}
+	if f.json {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(sum)
+	} else {
+		st := sum.Stats
+		fmt.Printf("georep sync %s -> %s: %d entry ops (%d renames), %d files (%s) sent, %d metadata, %d failures, %s on the wire, %.2fs\n",
+			src, dst, st.Entries, st.Renames, st.DataFiles, humanBytes(st.DataBytes), st.Metadata, len(sum.Failures),
+			humanBytes(st.BytesSent+st.BytesRecv), sum.Seconds)
+		if st.FakeSuper {
+			fmt.Println("note: the secondary stored owners, groups and device files in user.georep.stat xattrs (fake-super); 'georep verify --fake-super' reads them")
+		}
+		for i, fl := range sum.Failures {
+			if i == 50 {
+				fmt.Printf("... and %d more (see %s)\n", len(sum.Failures)-50, filepath.Join(recDir, "failures.json"))
+				break
+			}
+			fmt.Printf("FAILED %s %q (id %s): %s\n", fl.Op, fl.Path, fl.ID.Short(), fl.Error)
+		}
+	}
+	if runErr != nil {
+		if !f.json {
+			fmt.Fprintf(os.Stderr, "georep sync: %v\n", runErr)
+		}
+		return errExit1
+	}
+	return nil
+}
+
+// syncOnce runs crawl passes until the secondary is in sync or the passes
+// are used up; it records the stime on both sides only after a clean pass.
+func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int, sum *syncSummary) (int64, error) {
+	sess, err := worker.Connect(ctx, cfg)
+	if err != nil {
+		return 0, err
+	}
+	defer sess.Close()
+	defer func() { sum.Stats = sess.Stats(); sum.Failures = sum.Stats.FailureList; sum.Stats.FailureList = nil }()
+	primStime, err := state.ReadStime(filepath.Join(recDir, "stime"))
+	if err != nil {
+		return 0, err
+	}
+	stime := sess.Hello.Stime
+	if primStime != 0 && (stime == 0 || primStime < stime) {
+		stime = primStime
+	}
+	if passes < 1 {
+		passes = 1
+	}
+	for pass := 1; pass <= passes; pass++ {
+		sum.Passes = pass
+		sess.ResetFailures()
+		start := time.Now().UnixNano()
+		job, err := sess.Crawl(ctx, stime, start)
+		if err != nil {
+			return stime, err
+		}
+		cfg.Logger.Info("crawl done", "pass", pass, "job", job.String())
+		err = sess.Execute(ctx, job)
+		if err == nil {
+			if err := sess.CommitStime(ctx, start); err != nil {
+				return stime, err
+			}
+			if err := state.WriteStime(filepath.Join(recDir, "stime"), start); err != nil {
+				return start, fmt.Errorf("record stime: %w", err)
+			}
+			os.Remove(filepath.Join(recDir, "failures.json"))
+			return start, nil
+		}
+		if !worker.IsFailures(err) {
+			return stime, err
+		}
+		cfg.Logger.Warn("some entries failed; crawling again", "pass", pass, "err", err)
+	}
+	st := sess.Stats()
+	state.WriteJSON(filepath.Join(recDir, "failures.json"), st.FailureList)
+	return stime, fmt.Errorf("%d entries could not be synced after %d passes", st.Failures, passes)
+}
+
+func printProgress(p worker.Progress) {
+	rate := float64(p.Bytes) / max(p.Elapsed.Seconds(), 0.001)
+	eta := "-"
+	if rate > 0 && p.TotalBytes > p.Bytes {
+		eta = (time.Duration(float64(p.TotalBytes-p.Bytes)/rate) * time.Second / time.Second).Round(time.Second).String()
+	}
+	fmt.Fprintf(os.Stderr, "\r\033[K%d/%d files  %s/%s  %s/s  ETA %s", p.Files, p.TotalFiles, humanBytes(p.Bytes), humanBytes(p.TotalBytes), humanBytes(int64(rate)), eta)
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+func version() string { return worker.Version }

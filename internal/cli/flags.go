@@ -1,0 +1,99 @@
+// Package cli owns what the georep commands share: flags that may stand
+// before or after positional arguments (as rsync users expect), the state
+// directory rule, logging setup, and the exit-code conventions.
+package cli
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+)
+
+// DefaultStateDir is used when neither --state-dir nor $GEOREP_STATE_DIR is set.
+const DefaultStateDir = "/var/lib/georep"
+
+// StateDir resolves the state directory: the flag, else $GEOREP_STATE_DIR,
+// else /var/lib/georep.
+func StateDir(flagValue string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if v := os.Getenv("GEOREP_STATE_DIR"); v != "" {
+		return v
+	}
+	return DefaultStateDir
+}
+
+// ErrUsage marks a command-line mistake (exit code 2).
+var ErrUsage = errors.New("usage")
+
+// Usagef returns a usage error with a message.
+func Usagef(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrUsage, fmt.Sprintf(format, args...))
+}
+
+// Parse parses flags that may appear anywhere among the positional
+// arguments; "--" ends flag parsing.
+func Parse(fs *flag.FlagSet, args []string) ([]string, error) {
+	fs.SetOutput(io.Discard)
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, Usagef("%v", err)
+		}
+		rest := fs.Args()
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		// flag stops at "--" (consumed) or at the first positional.
+		consumed := len(args) - len(rest)
+		if consumed > 0 && args[consumed-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// StringList is a repeatable string flag.
+type StringList []string
+
+func (s *StringList) String() string     { return strings.Join(*s, ",") }
+func (s *StringList) Set(v string) error { *s = append(*s, v); return nil }
+
+// Logger builds the command's logger: text on stderr, at info with -v,
+// warn otherwise; JSON with format "json".
+func Logger(w io.Writer, verbose bool, format string) *slog.Logger {
+	level := slog.LevelWarn
+	if verbose {
+		level = slog.LevelInfo
+	}
+	if v := os.Getenv("GEOREP_LOG_LEVEL"); v != "" {
+		_ = level.UnmarshalText([]byte(v))
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// PrintHelp writes a command's help: usage line, description, flags.
+func PrintHelp(w io.Writer, fs *flag.FlagSet, usage, text string) {
+	fmt.Fprintf(w, "usage: %s\n\n%s\n", usage, strings.TrimSpace(text))
+	has := false
+	fs.VisitAll(func(*flag.Flag) { has = true })
+	if has {
+		fmt.Fprintln(w, "\nflags:")
+		fs.SetOutput(w)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+}

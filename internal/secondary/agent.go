@@ -1,0 +1,397 @@
+// Package secondary owns the secondary agent: `georep secondary --root DIR`.
+// It speaks the protocol over a byte stream (ssh stdio, or an in-process pipe
+// for a local secondary), applies entry operations, file content and
+// metadata by file ID — confined beneath its root — and keeps the ID index
+// (.georep/ at the root) crash-consistent with the tree, so that any batch
+// can be replayed after a crash and converge.
+package secondary
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/georep/georep/internal/fileid"
+	"github.com/georep/georep/internal/protocol"
+	"golang.org/x/sys/unix"
+)
+
+// Options configure an agent.
+type Options struct {
+	Root     string
+	Software string // version string, for the handshake
+	Logger   *slog.Logger
+	// FakeSuper stores owner, group and special files in user.georep.stat
+	// xattrs instead of applying them. It is switched on automatically when
+	// the agent cannot chown (not root).
+	FakeSuper bool
+	// IdleTimeout ends the session when nothing arrives for this long
+	// (0 = never). The primary pings well within it.
+	IdleTimeout time.Duration
+}
+
+// Agent applies a primary's operations to one secondary root.
+type Agent struct {
+	opts      Options
+	log       *slog.Logger
+	rootFD    int
+	tmpFD     int
+	rootID    fileid.ID
+	idx       *index
+	fakeSuper bool
+
+	fdMu    sync.Mutex
+	fdCache map[fileid.ID]int
+
+	strayMu sync.Mutex
+	strays  int
+
+	streamMu sync.Mutex
+	streams  map[uint64]*fileStream
+	work     sync.WaitGroup
+	sem      chan struct{}
+	rep      *protocol.Replier
+}
+
+// Serve runs one session on rwc until the primary says goodbye, the stream
+// ends, or ctx is done.
+func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	a := &Agent{opts: opts, log: log, rootFD: -1, tmpFD: -1, fdCache: map[fileid.ID]int{}, streams: map[uint64]*fileStream{},
+		sem: make(chan struct{}, 4), rep: protocol.NewReplier(rwc)}
+	defer a.close()
+	stop := context.AfterFunc(ctx, func() { rwc.Close() })
+	defer stop()
+
+	flushDone := make(chan struct{})
+	defer close(flushDone)
+	go func() {
+		t := time.NewTicker(time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-flushDone:
+				return
+			case <-t.C:
+				a.rep.Flush()
+			}
+		}
+	}()
+
+	r := bufio.NewReaderSize(rwc, 256<<10)
+	var idle *time.Timer
+	if opts.IdleTimeout > 0 {
+		idle = time.AfterFunc(opts.IdleTimeout, func() {
+			log.Warn("no message from the primary; ending the session", "timeout", opts.IdleTimeout)
+			rwc.Close()
+		})
+		defer idle.Stop()
+	}
+	hello := false
+	for {
+		f, err := protocol.ReadFrame(r)
+		if err != nil {
+			a.work.Wait()
+			a.rep.Flush()
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("read from primary: %w", err)
+		}
+		if idle != nil {
+			idle.Reset(opts.IdleTimeout)
+		}
+		m, err := protocol.Decode(f)
+		if err != nil {
+			a.work.Wait()
+			a.rep.Reply(f.ReqID, &protocol.Error{Msg: err.Error()})
+			a.rep.Flush()
+			return fmt.Errorf("from primary: %w", err)
+		}
+		if !hello {
+			h, ok := m.(*protocol.Hello)
+			if !ok {
+				a.rep.Reply(f.ReqID, &protocol.Error{Msg: "protocol: expected Hello first"})
+				a.rep.Flush()
+				return errors.New("primary did not start with Hello")
+			}
+			reply, err := a.hello(h)
+			if err != nil {
+				a.rep.Reply(f.ReqID, &protocol.Error{Msg: err.Error()})
+				a.rep.Flush()
+				return err
+			}
+			a.rep.Reply(f.ReqID, reply)
+			a.rep.Flush()
+			hello = true
+			continue
+		}
+		switch m := m.(type) {
+		case *protocol.PutFile:
+			a.putFile(f.ReqID, m)
+			continue
+		case *protocol.Delta:
+			a.deltaFrame(f.ReqID, m)
+			continue
+		case *protocol.Sig:
+			a.async(func() { a.rep.Reply(f.ReqID, a.signature(m)) })
+			continue
+		case *protocol.Ping:
+			a.rep.Reply(f.ReqID, &protocol.Pong{})
+			continue
+		case *protocol.Bye:
+			a.work.Wait()
+			a.rep.Reply(f.ReqID, &protocol.Bye{})
+			a.rep.Flush()
+			return nil
+		}
+		// Everything else is a barrier: it sees the effects of all earlier
+		// messages.
+		a.work.Wait()
+		var reply protocol.Message
+		switch m := m.(type) {
+		case *protocol.List:
+			err = a.list(f.ReqID)
+			if err != nil {
+				reply = &protocol.Error{Msg: err.Error()}
+			}
+		case *protocol.Lookup:
+			reply = a.lookup(m)
+		case *protocol.Apply:
+			reply = a.apply(m)
+		case *protocol.Meta:
+			reply = a.meta(m)
+		case *protocol.StimeGet:
+			reply = &protocol.StimeOK{Stime: a.readStime()}
+		case *protocol.StimeSet:
+			if err := a.commitStime(m.Stime); err != nil {
+				reply = &protocol.Error{Msg: err.Error()}
+			} else {
+				reply = &protocol.StimeOK{Stime: m.Stime}
+			}
+		case *protocol.Limbo:
+			reply = a.limbo(m)
+		case *protocol.Hash:
+			reply = a.hash(m)
+		default:
+			reply = &protocol.Error{Msg: fmt.Sprintf("protocol: unexpected message %T", m)}
+		}
+		if reply != nil {
+			a.rep.Reply(f.ReqID, reply)
+		}
+		a.rep.Flush()
+	}
+}
+
+// async runs fn on the agent's worker pool; barriers wait for it.
+func (a *Agent) async(fn func()) {
+	a.work.Add(1)
+	go func() {
+		defer a.work.Done()
+		a.sem <- struct{}{}
+		defer func() { <-a.sem }()
+		fn()
+	}()
+}
+
+func (a *Agent) close() {
+	a.forgetAllFDs()
+	if a.tmpFD >= 0 {
+		unix.Close(a.tmpFD)
+	}
+	if a.rootFD >= 0 {
+		unix.Close(a.rootFD)
+	}
+}
+
+func (a *Agent) hello(h *protocol.Hello) (*protocol.HelloOK, error) {
+	if h.Version != protocol.Version {
+		return nil, fmt.Errorf("protocol version mismatch: primary speaks %d (georep %s), this secondary speaks %d (georep %s)",
+			h.Version, h.Software, protocol.Version, a.opts.Software)
+	}
+	if !h.RootID.Valid() {
+		return nil, errors.New("hello: invalid root id")
+	}
+	root := a.opts.Root
+	if root == "" {
+		return nil, errors.New("secondary: no root directory given")
+	}
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, fmt.Errorf("secondary root %s: %w", root, err)
+	}
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open secondary root %s: %w", root, err)
+	}
+	a.rootFD = fd
+	a.rootID = h.RootID
+	a.fakeSuper = h.FakeSuper || a.opts.FakeSuper || os.Geteuid() != 0
+	newRoot := false
+	for _, d := range []string{metaDir, idsDir, dirsDir, tmpDir} {
+		if err := unix.Mkdirat(fd, d, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			return nil, fmt.Errorf("create %s/%s: %w", root, d, err)
+		}
+	}
+	// .georep must be a real directory of ours, not a planted symlink.
+	mfd, err := openBeneath(fd, metaDir, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return nil, fmt.Errorf("secondary %s/%s is not a directory georep can use: %w", root, metaDir, err)
+	}
+	unix.Close(mfd)
+	prev, err := readSmallFile(fd, rootIDFile)
+	switch {
+	case err != nil && errors.Is(err, unix.ENOENT):
+		newRoot = true
+	case err != nil:
+		return nil, fmt.Errorf("read %s: %w", rootIDFile, err)
+	case fileid.ID(strings.TrimSpace(prev)) != h.RootID:
+		// Another primary tree (or the same tree on a new filesystem) was
+		// replicated here: its IDs mean nothing now. Keep the files, forget
+		// the index; matching entries are adopted, the rest re-sent.
+		a.log.Warn("secondary was replicated from another primary root; starting a new index", "old", strings.TrimSpace(prev), "new", h.RootID)
+		for _, d := range []string{idsDir, dirsDir} {
+			if err := removeAllAt(fd, d); err != nil {
+				return nil, fmt.Errorf("reset index %s: %w", d, err)
+			}
+			if err := unix.Mkdirat(fd, d, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+				return nil, err
+			}
+		}
+		unix.Unlinkat(fd, stimeFile, 0)
+		newRoot = true
+	}
+	if newRoot {
+		if err := writeFileAtomic(fd, rootIDFile, []byte(string(h.RootID)+"\n")); err != nil {
+			return nil, err
+		}
+	}
+	tfd, err := openBeneath(fd, tmpDir, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", tmpDir, err)
+	}
+	a.tmpFD = tfd
+	a.cleanTmp()
+	if err := a.loadIndex(); err != nil {
+		return nil, err
+	}
+	a.log.Info("session started", "root", root, "primary", h.Session, "fake_super", a.fakeSuper, "known_ids", len(a.idx.files)+len(a.idx.dirs))
+	return &protocol.HelloOK{Version: protocol.Version, Software: a.opts.Software, FakeSuper: a.fakeSuper, Stime: a.readStime(), NewRoot: newRoot}, nil
+}
+
+// cleanTmp removes partial files and strays a crash left in the staging
+// area; staged IDs stay (the primary may still want them).
+func (a *Agent) cleanTmp() {
+	names, _ := readNames(a.rootFD, tmpDir)
+	for _, n := range names {
+		if strings.Contains(n, ".new") || strings.HasPrefix(n, "stray.") {
+			removeAllAt(a.tmpFD, n)
+		}
+	}
+}
+
+func readSmallFile(dirfd int, rel string) (string, error) {
+	fd, err := openBeneath(dirfd, rel, unix.O_RDONLY)
+	if err != nil {
+		return "", err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, 1<<16))
+	return string(b), err
+}
+
+// writeFileAtomic writes rel under dirfd through a temp file, fsync and
+// rename.
+func writeFileAtomic(dirfd int, rel string, data []byte) error {
+	tmp := rel + ".tmp"
+	fd, err := unix.Openat(dirfd, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", rel, err)
+	}
+	f := os.NewFile(uintptr(fd), tmp)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", rel, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("fsync %s: %w", rel, err)
+	}
+	f.Close()
+	if err := unix.Renameat(dirfd, tmp, dirfd, rel); err != nil {
+		return fmt.Errorf("rename %s: %w", rel, err)
+	}
+	return nil
+}
+
+func (a *Agent) readStime() int64 {
+	s, err := readSmallFile(a.rootFD, stimeFile)
+	if err != nil {
+		return 0
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return v
+}
+
+// commitStime makes the applied changes durable, then records the stime.
+func (a *Agent) commitStime(stime int64) error {
+	if err := unix.Syncfs(a.rootFD); err != nil {
+		return fmt.Errorf("syncfs: %w", err)
+	}
+	return writeFileAtomic(a.rootFD, stimeFile, []byte(strconv.FormatInt(stime, 10)+"\n"))
+}
+
+// removeAllAt removes rel under dirfd recursively, never following
+// symlinks and never leaving dirfd.
+func removeAllAt(dirfd int, rel string) error {
+	err := unix.Unlinkat(dirfd, rel, 0)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	fd, err := openBeneath(dirfd, rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
+	}
+	f := os.NewFile(uintptr(fd), rel)
+	for {
+		names, rerr := f.Readdirnames(512)
+		for _, n := range names {
+			if err := removeAllAt(fd, n); err != nil {
+				f.Close()
+				return err
+			}
+		}
+		if rerr != nil || len(names) == 0 {
+			break
+		}
+	}
+	f.Close()
+	err = unix.Unlinkat(dirfd, rel, unix.AT_REMOVEDIR)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	return err
+}

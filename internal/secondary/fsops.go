@@ -1,0 +1,155 @@
+package secondary
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/georep/georep/internal/fileid"
+	"github.com/georep/georep/internal/tree"
+	"golang.org/x/sys/unix"
+)
+
+// Confinement: every path the agent opens goes through openat2 with
+// RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS|RESOLVE_NO_MAGICLINKS from the root
+// descriptor, and every name from the primary is a single component checked
+// by tree.ValidName, used only with *at() calls that do not follow a final
+// symlink. So no name, "..", or symlink planted on the secondary can make
+// the agent touch anything outside its root.
+
+// ErrReserved reports an attempt to touch georep's private area.
+var ErrReserved = errors.New("name is reserved for georep's index (.georep at the root)")
+
+// ErrBadName reports a name that cannot be a directory entry.
+var ErrBadName = errors.New("invalid entry name (empty, '.', '..', '/' or NUL inside, or longer than 255 bytes)")
+
+func openBeneath(dirfd int, rel string, flags int) (int, error) {
+	how := unix.OpenHow{
+		Flags:   uint64(flags | unix.O_CLOEXEC),
+		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	for {
+		fd, err := unix.Openat2(dirfd, rel, &how)
+		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+			continue
+		}
+		return fd, err
+	}
+}
+
+// checkName validates a name coming from the primary for slot s.
+func (a *Agent) checkName(s tree.Slot) error {
+	if !tree.ValidName(s.Name) {
+		return fmt.Errorf("%q: %w", s.Name, ErrBadName)
+	}
+	if s.Parent == a.rootID && s.Name == metaDir {
+		return ErrReserved
+	}
+	return nil
+}
+
+// dirFD returns a descriptor of the directory id (O_PATH is not enough for
+// *at() calls that create entries, so it is a real O_RDONLY descriptor).
+// Descriptors are cached: a directory descriptor stays right across renames.
+func (a *Agent) dirFD(id fileid.ID) (int, error) {
+	if id == a.rootID {
+		return a.rootFD, nil
+	}
+	a.fdMu.Lock()
+	if fd, ok := a.fdCache[id]; ok {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil && st.Nlink > 0 {
+			a.fdMu.Unlock()
+			return fd, nil
+		}
+		unix.Close(fd)
+		delete(a.fdCache, id)
+	}
+	a.fdMu.Unlock()
+	fd, err := a.openDir(id)
+	if err != nil {
+		// The index may be stale after a crash or a change made behind our
+		// back: re-derive directory records from the tree once.
+		if rerr := a.reindexDirs(); rerr != nil {
+			return -1, fmt.Errorf("%v (reindex: %v)", err, rerr)
+		}
+		fd, err = a.openDir(id)
+		if err != nil {
+			return -1, err
+		}
+	}
+	a.fdMu.Lock()
+	if len(a.fdCache) >= 512 {
+		for k, v := range a.fdCache {
+			unix.Close(v)
+			delete(a.fdCache, k)
+			if len(a.fdCache) < 384 {
+				break
+			}
+		}
+	}
+	a.fdCache[id] = fd
+	a.fdMu.Unlock()
+	return fd, nil
+}
+
+func (a *Agent) forgetFD(id fileid.ID) {
+	a.fdMu.Lock()
+	if fd, ok := a.fdCache[id]; ok {
+		unix.Close(fd)
+		delete(a.fdCache, id)
+	}
+	a.fdMu.Unlock()
+}
+
+func (a *Agent) forgetAllFDs() {
+	a.fdMu.Lock()
+	for k, v := range a.fdCache {
+		unix.Close(v)
+		delete(a.fdCache, k)
+	}
+	a.fdMu.Unlock()
+}
+
+func (a *Agent) openDir(id fileid.ID) (int, error) {
+	rec, ok := a.idx.dir(id)
+	if !ok {
+		return -1, fmt.Errorf("directory %s: %w", id.Short(), errUnknownDir)
+	}
+	p, err := a.idx.dirPath(id)
+	if err != nil {
+		return -1, err
+	}
+	fd, err := openBeneath(a.rootFD, p, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return -1, fmt.Errorf("open directory %s (%q): %w", id.Short(), p, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Ino != rec.ino {
+		unix.Close(fd)
+		return -1, fmt.Errorf("directory %s: %q is another directory now: %w", id.Short(), p, errUnknownDir)
+	}
+	return fd, nil
+}
+
+// slotFD returns the parent descriptor for a slot after validating the name.
+func (a *Agent) slotFD(s tree.Slot) (int, error) {
+	if err := a.checkName(s); err != nil {
+		return -1, err
+	}
+	return a.dirFD(s.Parent)
+}
+
+// statAt lstat()s a name in a directory.
+func statAt(dirfd int, name string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	return st, err
+}
+
+func errno(err error) uint32 {
+	var e unix.Errno
+	if errors.As(err, &e) {
+		return uint32(e)
+	}
+	return 0
+}

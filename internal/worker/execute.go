@@ -1,0 +1,719 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/georep/georep/internal/fileid"
+	"github.com/georep/georep/internal/plan"
+	"github.com/georep/georep/internal/protocol"
+	"github.com/georep/georep/internal/transfer/delta"
+	"github.com/georep/georep/internal/tree"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+)
+
+const (
+	opsPerMessage  = 4096
+	frameData      = 1 << 20  // bytes of file data per frame
+	inflightBytes  = 64 << 20 // unacknowledged file bytes
+	deltaThreshold = 64 << 10 // smaller files are sent whole
+	metaPerMessage = 2048
+)
+
+// Execute applies a job: entry ops in order, then data, then metadata. It
+// returns errFailures (wrapped) when some items failed; they are in Stats.
+func (s *Session) Execute(ctx context.Context, job *Job) error {
+	before := s.Stats().Failures
+	if err := s.applyOps(ctx, job); err != nil {
+		return err
+	}
+	if err := s.transferData(ctx, job); err != nil {
+		return err
+	}
+	if err := s.applyMeta(ctx, job); err != nil {
+		return err
+	}
+	if n := s.Stats().Failures - before; n > 0 {
+		return fmt.Errorf("%d failures: %w", n, errFailures)
+	}
+	return nil
+}
+
+// IsFailures reports whether err only says some items failed (as opposed
+// to the connection or the secondary as a whole failing).
+func IsFailures(err error) bool { return errors.Is(err, errFailures) }
+
+func (s *Session) pathOf(job *Job, id fileid.ID, slot tree.Slot) string {
+	if p, ok := job.paths[id]; ok {
+		return p
+	}
+	if slot.Parent != "" {
+		if p, ok := job.paths[slot.Parent]; ok {
+			if p == "" {
+				return slot.Name
+			}
+			return p + "/" + slot.Name
+		}
+		return slot.Parent.Short() + "/" + strconv.Quote(slot.Name)
+	}
+	return id.Short()
+}
+
+func (s *Session) applyOps(ctx context.Context, job *Job) error {
+	ops := job.Plan.Ops
+	if len(ops) == 0 {
+		return nil
+	}
+	var wg sync.WaitGroup
+	var connErr error
+	var mu sync.Mutex
+	for start := 0; start < len(ops); start += opsPerMessage {
+		chunk := ops[start:min(start+opsPerMessage, len(ops))]
+		wg.Add(1)
+		err := s.conn.Send(&protocol.Apply{Ops: chunk}, func(m protocol.Message, err error) bool {
+			defer wg.Done()
+			if err != nil {
+				mu.Lock()
+				connErr = err
+				mu.Unlock()
+				return true
+			}
+			for _, oe := range m.(*protocol.ApplyOK).Errors {
+				if oe.Index < 0 || oe.Index >= len(chunk) {
+					continue
+				}
+				op := chunk[oe.Index]
+				slot := op.To
+				if op.Kind == plan.Stage || op.Kind == plan.Unlink {
+					slot = op.From
+				}
+				s.fail(Failure{ID: op.ID, Path: s.pathOf(job, op.ID, slot), Op: op.Kind.String(), Error: oe.Msg, Errno: oe.Errno})
+			}
+			return true
+		})
+		if err != nil {
+			wg.Done()
+			return err
+		}
+	}
+	if err := s.conn.Flush(); err != nil {
+		return err
+	}
+	if err := waitCtx(ctx, &wg); err != nil {
+		return err
+	}
+	s.count(func(st *Stats) {
+		st.Entries += len(ops)
+		for _, op := range ops {
+			switch op.Kind {
+			case plan.Move:
+				st.Renames++
+			case plan.Mkdir, plan.Symlink, plan.Mknod, plan.Link:
+				st.Creates++
+			case plan.Unlink, plan.RemoveTree:
+				st.Deletes++
+			}
+		}
+	})
+	return connErr
+}
+
+func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// byteWindow bounds unacknowledged file bytes.
+type byteWindow struct {
+	mu   sync.Mutex
+	cond *sync.Cond
+	used int64
+	max  int64
+}
+
+func newByteWindow(max int64) *byteWindow {
+	w := &byteWindow{max: max}
+	w.cond = sync.NewCond(&w.mu)
+	return w
+}
+
+func (w *byteWindow) acquire(n int64) {
+	if n > w.max {
+		n = w.max
+	}
+	w.mu.Lock()
+	for w.used+n > w.max && w.used > 0 {
+		w.cond.Wait()
+	}
+	w.used += n
+	w.mu.Unlock()
+}
+
+func (w *byteWindow) release(n int64) {
+	if n > w.max {
+		n = w.max
+	}
+	w.mu.Lock()
+	w.used -= n
+	w.mu.Unlock()
+	w.cond.Broadcast()
+}
+
+type dataTask struct {
+	entry *tree.Entry
+	slots []tree.Slot
+	mode  protocol.FileMode
+	old   *tree.Entry
+}
+
+func (s *Session) transferData(ctx context.Context, job *Job) error {
+	var tasks []dataTask
+	var total int64
+	for _, nf := range job.Plan.NewFiles {
+		tasks = append(tasks, dataTask{entry: nf.Entry, slots: nf.Slots, mode: protocol.FileNew})
+		total += nf.Entry.Size
+	}
+	for _, d := range job.Data {
+		tasks = append(tasks, dataTask{entry: d.Entry, slots: []tree.Slot{d.Hint}, mode: protocol.FileReplace, old: d.Old})
+		total += d.Entry.Size
+	}
+	if len(tasks) == 0 {
+		return nil
+	}
+	var filesDone atomic.Int64
+	var bytesDone atomic.Int64
+	startT := time.Now()
+	stopProgress := make(chan struct{})
+	if s.cfg.Progress != nil {
+		go func() {
+			t := time.NewTicker(200 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stopProgress:
+					return
+				case <-t.C:
+					s.cfg.Progress(Progress{Files: int(filesDone.Load()), TotalFiles: len(tasks), Bytes: bytesDone.Load(), TotalBytes: total, Elapsed: time.Since(startT)})
+				}
+			}
+		}()
+	}
+	defer func() {
+		close(stopProgress)
+		if s.cfg.Progress != nil {
+			s.cfg.Progress(Progress{Files: int(filesDone.Load()), TotalFiles: len(tasks), Bytes: bytesDone.Load(), TotalBytes: total, Elapsed: time.Since(startT)})
+		}
+	}()
+
+	window := newByteWindow(inflightBytes)
+	var pending sync.WaitGroup
+	g, gctx := errgroup.WithContext(ctx)
+	next := make(chan dataTask)
+	g.Go(func() error {
+		defer close(next)
+		for _, t := range tasks {
+			select {
+			case next <- t:
+			case <-gctx.Done():
+				return gctx.Err()
+			}
+		}
+		return nil
+	})
+	flushTick := time.NewTicker(2 * time.Millisecond)
+	defer flushTick.Stop()
+	go func() {
+		for {
+			select {
+			case <-gctx.Done():
+				return
+			case <-flushTick.C:
+				s.conn.Flush()
+			}
+		}
+	}()
+	for i := 0; i < s.cfg.SyncJobs; i++ {
+		g.Go(func() error {
+			for t := range next {
+				if err := s.sendFile(gctx, job, t, window, &pending, &filesDone, &bytesDone); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	if err := s.conn.Flush(); err != nil {
+		return err
+	}
+	if err := waitCtx(ctx, &pending); err != nil {
+		return err
+	}
+	return s.conn.Err()
+}
+
+// openPrimary opens a file of the source for reading: by handle when the
+// kernel allows it (a rename cannot race it), else by path, checking that
+// the path still names the same file.
+func (s *Session) openPrimary(job *Job, id fileid.ID, flags int) (*os.File, error) {
+	if s.opener.Available() {
+		return s.opener.Open(id, flags)
+	}
+	p, ok := job.paths[id]
+	if !ok {
+		return nil, fmt.Errorf("no path known for %s", id.Short())
+	}
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS}
+	fd, err := unix.Openat2(s.srcFD, p, &how)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("%s: %w", p, fileid.ErrStale)
+		}
+		return nil, fmt.Errorf("open %s: %w", p, err)
+	}
+	got, err := fileid.Of(s.fsid, fd, "")
+	if err != nil || got != id {
+		unix.Close(fd)
+		return nil, fmt.Errorf("%s: %w (renamed or replaced)", p, fileid.ErrStale)
+	}
+	return os.NewFile(uintptr(fd), p), nil
+}
+
+func (s *Session) sendFile(ctx context.Context, job *Job, t dataTask, window *byteWindow, pending *sync.WaitGroup, filesDone, bytesDone *atomic.Int64) error {
+	e := *t.entry
+	path := s.pathOf(job, e.ID, firstSlot(t.slots))
+	f, err := s.openPrimary(job, e.ID, unix.O_RDONLY|unix.O_NOATIME)
+	if errors.Is(err, unix.EPERM) {
+		f, err = s.openPrimary(job, e.ID, unix.O_RDONLY)
+	}
+	if err != nil {
+		if errors.Is(err, fileid.ErrStale) {
+			filesDone.Add(1)
+			return nil // deleted meanwhile: its removal is in a later batch
+		}
+		s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: err.Error(), Errno: errno(err)})
+		filesDone.Add(1)
+		return nil
+	}
+	defer f.Close()
+	// Describe the file as it is now, not as the crawl saw it.
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err == nil {
+		e.Size = st.Size
+		e.Meta = tree.Meta{Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}
+	}
+	var xattrs []protocol.Xattr
+	if !s.cfg.NoXattrs {
+		xattrs = readXattrs(procPath(int(f.Fd())), s.Hello != nil)
+	}
+	if t.mode == protocol.FileReplace && e.Size >= deltaThreshold && t.old != nil && t.old.Size >= deltaThreshold {
+		return s.sendDelta(ctx, job, f, e, t, window, pending, filesDone, bytesDone, path)
+	}
+	stream := s.nextStream()
+	cost := e.Size + 512
+	window.acquire(cost)
+	pending.Add(1)
+	replied := func(m protocol.Message, err error) bool {
+		defer pending.Done()
+		defer window.release(cost)
+		filesDone.Add(1)
+		if err != nil {
+			s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: err.Error()})
+			return true
+		}
+		if ok, isOK := m.(*protocol.FileOK); isOK && ok.Err != nil {
+			s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: ok.Err.Msg, Errno: ok.Err.Errno})
+		}
+		return true
+	}
+	first := &protocol.PutFile{Stream: stream, Mode: t.mode, Entry: &e, Slots: t.slots, Xattrs: xattrs}
+	if t.mode == protocol.FileNew && xattrs == nil {
+		first.Xattrs = []protocol.Xattr{}
+	}
+	sent := int64(0)
+	if e.Size <= frameData && st.Blocks*512 >= st.Size {
+		// The common case: the whole file in one frame.
+		buf := make([]byte, e.Size)
+		n, rerr := io.ReadFull(f, buf)
+		if rerr != nil && !errors.Is(rerr, io.ErrUnexpectedEOF) && !errors.Is(rerr, io.EOF) {
+			pending.Done()
+			window.release(cost)
+			s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: rerr.Error(), Errno: errno(rerr)})
+			filesDone.Add(1)
+			return nil
+		}
+		first.Data, first.Last = buf[:n], true
+		if int64(n) != e.Size {
+			e.Size = int64(n) // shrank meanwhile; the next change brings the rest
+		}
+		if err := s.conn.Send(first, replied); err != nil {
+			pending.Done()
+			window.release(cost)
+			return err
+		}
+		bytesDone.Add(int64(n))
+		s.count(func(st *Stats) { st.DataFiles++; st.DataBytes += int64(n) })
+		return nil
+	}
+	err = readRegions(f, e.Size, st.Blocks*512 < st.Size, func(off int64, data []byte) error {
+		m := &protocol.PutFile{Stream: stream, Mode: t.mode, Offset: off, Data: data}
+		if first != nil {
+			first.Offset, first.Data = off, data
+			m, first = first, nil
+		}
+		if err := s.conn.Send(m, nil); err != nil {
+			return err
+		}
+		sent += int64(len(data))
+		bytesDone.Add(int64(len(data)))
+		return nil
+	})
+	if err != nil && !errors.Is(err, protocol.ErrClosed) {
+		// A read error on the primary: end the stream so the secondary
+		// discards it, and report the file.
+		s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: err.Error(), Errno: errno(err)})
+		end := &protocol.PutFile{Stream: stream, Mode: t.mode, Last: true}
+		if first != nil {
+			end = first
+			end.Last = true
+		}
+		_ = s.conn.Send(end, func(protocol.Message, error) bool {
+			pending.Done()
+			window.release(cost)
+			filesDone.Add(1)
+			return true
+		})
+		return nil
+	}
+	if err != nil {
+		pending.Done()
+		window.release(cost)
+		return err
+	}
+	last := &protocol.PutFile{Stream: stream, Mode: t.mode, Offset: e.Size, Last: true}
+	if first != nil {
+		last = first
+		last.Last = true
+	}
+	if err := s.conn.Send(last, replied); err != nil {
+		pending.Done()
+		window.release(cost)
+		return err
+	}
+	s.count(func(st *Stats) { st.DataFiles++; st.DataBytes += sent })
+	return nil
+}
+
+func firstSlot(ss []tree.Slot) tree.Slot {
+	if len(ss) == 0 {
+		return tree.Slot{}
+	}
+	return ss[0]
+}
+
+// readRegions reads a file in frame-sized pieces; for a sparse file it
+// skips holes (SEEK_DATA/SEEK_HOLE), so holes stay holes on the secondary.
+func readRegions(f *os.File, size int64, sparse bool, emit func(off int64, data []byte) error) error {
+	fd := int(f.Fd())
+	off := int64(0)
+	for off < size {
+		end := size
+		if sparse {
+			d, err := unix.Seek(fd, off, unix.SEEK_DATA)
+			if err != nil {
+				if errors.Is(err, unix.ENXIO) {
+					return nil // only a hole is left
+				}
+				sparse = false
+			} else {
+				off = d
+				h, err := unix.Seek(fd, off, unix.SEEK_HOLE)
+				if err == nil {
+					end = min(h, size)
+				}
+			}
+		}
+		for off < end {
+			n := min(int64(frameData), end-off)
+			buf := make([]byte, n)
+			got, err := f.ReadAt(buf, off)
+			if got > 0 {
+				if err := emit(off, buf[:got]); err != nil {
+					return err
+				}
+				off += int64(got)
+			}
+			if err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil // shrank meanwhile; the next change fixes it
+				}
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (s *Session) sendDelta(ctx context.Context, job *Job, f *os.File, e tree.Entry, t dataTask, window *byteWindow, pending *sync.WaitGroup, filesDone, bytesDone *atomic.Int64, path string) error {
+	m, err := s.conn.Call(ctx, &protocol.Sig{ID: e.ID, Hint: firstSlot(t.slots)})
+	if err != nil {
+		return err
+	}
+	so := m.(*protocol.SigOK)
+	if so.Missing {
+		t.old = nil
+		t.mode = protocol.FileReplace
+		return s.sendWhole(ctx, job, f, e, t, window, pending, filesDone, bytesDone, path)
+	}
+	var sig delta.Signature
+	if err := sig.UnmarshalBinary(so.Signature); err != nil {
+		s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: "bad signature from the secondary: " + err.Error()})
+		filesDone.Add(1)
+		return nil
+	}
+	stream := s.nextStream()
+	cost := int64(4 << 20)
+	window.acquire(cost)
+	pending.Add(1)
+	sw := &deltaSender{s: s, stream: stream, entry: &e, hint: firstSlot(t.slots)}
+	enc := delta.NewEncoder(sw)
+	sum, err := delta.ComputeDelta(&sig, f, func(op delta.Op) error {
+		if op.Kind == delta.OpLiteral {
+			bytesDone.Add(int64(len(op.Data)))
+		}
+		return enc.WriteOp(op)
+	})
+	if err == nil {
+		err = enc.Close(sum)
+	}
+	if err == nil {
+		err = sw.flush(false)
+	}
+	done := func(m protocol.Message, rerr error) bool {
+		defer pending.Done()
+		defer window.release(cost)
+		filesDone.Add(1)
+		if rerr != nil {
+			s.fail(Failure{ID: e.ID, Path: path, Op: "DELTA", Error: rerr.Error()})
+		} else if ok, isOK := m.(*protocol.FileOK); isOK && ok.Err != nil {
+			s.fail(Failure{ID: e.ID, Path: path, Op: "DELTA", Error: ok.Err.Msg, Errno: ok.Err.Errno})
+		}
+		return true
+	}
+	if err != nil {
+		if errors.Is(err, protocol.ErrClosed) {
+			pending.Done()
+			window.release(cost)
+			return err
+		}
+		s.fail(Failure{ID: e.ID, Path: path, Op: "DELTA", Error: err.Error(), Errno: errno(err)})
+	}
+	// The last frame (possibly carrying the encoder's tail).
+	last := &protocol.Delta{Stream: stream, Chunk: sw.buf, Last: true}
+	if !sw.started {
+		last.Entry, last.Hint = &e, sw.hint
+	}
+	if err := s.conn.Send(last, done); err != nil {
+		pending.Done()
+		window.release(cost)
+		return err
+	}
+	s.count(func(st *Stats) { st.DataFiles++; st.DeltaFiles++ })
+	return nil
+}
+
+func (s *Session) sendWhole(ctx context.Context, job *Job, f *os.File, e tree.Entry, t dataTask, window *byteWindow, pending *sync.WaitGroup, filesDone, bytesDone *atomic.Int64, path string) error {
+	t.entry = &e
+	t.old = nil
+	f.Close()
+	return s.sendFile(ctx, job, t, window, pending, filesDone, bytesDone)
+}
+
+// deltaSender frames an encoded delta stream.
+type deltaSender struct {
+	s       *Session
+	stream  uint64
+	entry   *tree.Entry
+	hint    tree.Slot
+	buf     []byte
+	started bool
+}
+
+func (d *deltaSender) Write(p []byte) (int, error) {
+	d.buf = append(d.buf, p...)
+	if len(d.buf) >= frameData {
+		if err := d.flush(false); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (d *deltaSender) flush(last bool) error {
+	if len(d.buf) < frameData && !last {
+		return nil
+	}
+	m := &protocol.Delta{Stream: d.stream, Chunk: d.buf}
+	if !d.started {
+		m.Entry, m.Hint = d.entry, d.hint
+		d.started = true
+	}
+	d.buf = nil
+	return d.s.conn.Send(m, nil)
+}
+
+func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+
+// readXattrs reads the xattrs georep carries: user.*, security.*, POSIX ACLs,
+// and trusted.* when running as root.
+func readXattrs(p string, _ bool) []protocol.Xattr {
+	sz, err := unix.Listxattr(p, nil)
+	if err != nil || sz == 0 {
+		return nil
+	}
+	buf := make([]byte, sz+256)
+	sz, err = unix.Listxattr(p, buf)
+	if err != nil {
+		return nil
+	}
+	root := os.Geteuid() == 0
+	var out []protocol.Xattr
+	for _, name := range strings.Split(strings.TrimRight(string(buf[:sz]), "\x00"), "\x00") {
+		switch {
+		case name == "":
+			continue
+		case strings.HasPrefix(name, "user.georep."):
+			continue
+		case strings.HasPrefix(name, "user."), strings.HasPrefix(name, "security."),
+			name == "system.posix_acl_access", name == "system.posix_acl_default":
+		case strings.HasPrefix(name, "trusted.") && root:
+		default:
+			continue
+		}
+		vsz, err := unix.Getxattr(p, name, nil)
+		if err != nil {
+			continue
+		}
+		v := make([]byte, vsz)
+		vsz, err = unix.Getxattr(p, name, v)
+		if err != nil {
+			continue
+		}
+		out = append(out, protocol.Xattr{Name: name, Value: v[:vsz]})
+	}
+	return out
+}
+
+func errno(err error) uint32 {
+	var e unix.Errno
+	if errors.As(err, &e) {
+		return uint32(e)
+	}
+	return 0
+}
+
+func (s *Session) applyMeta(ctx context.Context, job *Job) error {
+	if len(job.Meta) == 0 {
+		return nil
+	}
+	items := make([]protocol.MetaItem, 0, len(job.Meta))
+	for _, mi := range job.Meta {
+		e := *mi.Entry
+		it := protocol.MetaItem{Entry: &e, Hint: mi.Hint}
+		// Re-read the file's current metadata by handle; a vanished file
+		// is skipped (its removal comes in a later batch).
+		fresh, xattrs, err := s.statPrimary(job, &e, mi.Full && !s.cfg.NoXattrs)
+		if err != nil {
+			if errors.Is(err, fileid.ErrStale) {
+				continue
+			}
+			s.fail(Failure{ID: e.ID, Path: s.pathOf(job, e.ID, mi.Hint), Op: "META", Error: err.Error(), Errno: errno(err)})
+			continue
+		}
+		if fresh != nil {
+			e.Meta = fresh.Meta
+		}
+		if mi.Full && !s.cfg.NoXattrs && e.Kind != tree.KindSymlink {
+			it.SetXattrs = true
+			it.Xattrs = xattrs
+		}
+		items = append(items, it)
+	}
+	var wg sync.WaitGroup
+	var connErr error
+	var mu sync.Mutex
+	for start := 0; start < len(items); start += metaPerMessage {
+		chunk := items[start:min(start+metaPerMessage, len(items))]
+		wg.Add(1)
+		err := s.conn.Send(&protocol.Meta{Items: chunk}, func(m protocol.Message, err error) bool {
+			defer wg.Done()
+			if err != nil {
+				mu.Lock()
+				connErr = err
+				mu.Unlock()
+				return true
+			}
+			for _, oe := range m.(*protocol.MetaOK).Errors {
+				if oe.Index >= 0 && oe.Index < len(chunk) {
+					it := chunk[oe.Index]
+					s.fail(Failure{ID: it.Entry.ID, Path: s.pathOf(job, it.Entry.ID, it.Hint), Op: "META", Error: oe.Msg, Errno: oe.Errno})
+				}
+			}
+			return true
+		})
+		if err != nil {
+			wg.Done()
+			return err
+		}
+	}
+	if err := s.conn.Flush(); err != nil {
+		return err
+	}
+	if err := waitCtx(ctx, &wg); err != nil {
+		return err
+	}
+	s.count(func(st *Stats) { st.Metadata += len(items) })
+	return connErr
+}
+
+// statPrimary returns the current metadata (and xattrs) of a primary file.
+func (s *Session) statPrimary(job *Job, e *tree.Entry, withXattrs bool) (*tree.Entry, []protocol.Xattr, error) {
+	var fd int
+	if e.ID == s.rootID {
+		fd = s.srcFD
+	} else {
+		f, err := s.openPrimary(job, e.ID, unix.O_PATH|unix.O_NOFOLLOW)
+		if err != nil {
+			return nil, nil, err
+		}
+		defer f.Close()
+		fd = int(f.Fd())
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, nil, err
+	}
+	out := &tree.Entry{Meta: tree.Meta{Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}}
+	var xs []protocol.Xattr
+	if withXattrs && tree.KindOf(st.Mode) != tree.KindSymlink {
+		xs = readXattrs(procPath(fd), true)
+	}
+	return out, xs, nil
+}

@@ -1,0 +1,309 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/georep/georep/internal/fileid"
+	"github.com/georep/georep/internal/plan"
+	"github.com/georep/georep/internal/protocol"
+	"github.com/georep/georep/internal/tree"
+)
+
+// Job is a plan with its data and metadata work: what one crawl or one
+// batch of changelogs turns into.
+type Job struct {
+	Plan plan.Plan
+	// Data lists known files whose content differs on the secondary.
+	Data []DataItem
+	// Meta lists files whose metadata must be (re)applied.
+	Meta []MetaItem
+	// paths gives a source-relative path per ID, for messages and for
+	// reading by path when handles are not available.
+	paths map[fileid.ID]string
+	// CrawlStart is when the primary walk began (the stime a crawl earns).
+	CrawlStart int64
+}
+
+// DataItem is a known file whose content must be updated.
+type DataItem struct {
+	Entry *tree.Entry
+	Hint  tree.Slot // where the secondary has it (after the plan's ops)
+	Old   *tree.Entry
+}
+
+// MetaItem is metadata to apply; Full includes xattrs and ACLs.
+type MetaItem struct {
+	Entry *tree.Entry
+	Hint  tree.Slot
+	Full  bool
+}
+
+// Empty reports whether the job has nothing to do.
+func (j *Job) Empty() bool {
+	return len(j.Plan.Ops) == 0 && len(j.Plan.NewFiles) == 0 && len(j.Data) == 0 && len(j.Meta) == 0
+}
+
+// Counts for logs and summaries.
+func (j *Job) String() string {
+	return fmt.Sprintf("%d entry ops, %d new files, %d changed files, %d metadata", len(j.Plan.Ops), len(j.Plan.NewFiles), len(j.Data), len(j.Meta))
+}
+
+// listSecondary fetches the secondary's whole tree.
+func (s *Session) listSecondary(ctx context.Context) ([]*tree.Entry, *protocol.ListEnd, error) {
+	var entries []*tree.Entry
+	done := make(chan error, 1)
+	var end *protocol.ListEnd
+	err := s.conn.Send(&protocol.List{}, func(m protocol.Message, err error) bool {
+		if err != nil {
+			done <- err
+			return true
+		}
+		switch m := m.(type) {
+		case *protocol.ListChunk:
+			entries = append(entries, m.Entries...)
+			return false
+		case *protocol.ListEnd:
+			end = m
+			done <- nil
+			return true
+		}
+		done <- fmt.Errorf("unexpected reply %T to List", m)
+		return true
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.conn.Flush(); err != nil {
+		return nil, nil, err
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			return nil, nil, fmt.Errorf("list the secondary: %w", err)
+		}
+		return entries, end, nil
+	case <-ctx.Done():
+		return nil, nil, ctx.Err()
+	}
+}
+
+// Crawl compares the whole primary tree with the whole secondary tree and
+// returns the job that makes them equal. stime is the last time the
+// secondary was known in sync (0 = never): a file whose ctime is newer gets
+// its metadata (xattrs and ACLs included) re-applied.
+func (s *Session) Crawl(ctx context.Context, stime int64, start int64) (*Job, error) {
+	type walkRes struct {
+		entries []tree.Entry
+		root    tree.Entry
+		err     error
+	}
+	wch := make(chan walkRes, 1)
+	go func() {
+		res, err := s.Walk(ctx)
+		if err != nil {
+			wch <- walkRes{err: err}
+			return
+		}
+		wch <- walkRes{entries: res.Entries, root: res.Root}
+	}()
+	secEntries, end, lerr := s.listSecondary(ctx)
+	w := <-wch
+	if w.err != nil {
+		return nil, fmt.Errorf("crawl the primary: %w", w.err)
+	}
+	if lerr != nil {
+		return nil, lerr
+	}
+	prim := make([]*tree.Entry, len(w.entries))
+	for i := range w.entries {
+		prim[i] = &w.entries[i]
+	}
+	job := diff(prim, &w.root, secEntries, end, s.rootID, stime)
+	job.CrawlStart = start
+	return job, nil
+}
+
+// diff is the pure part of a crawl.
+func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *protocol.ListEnd, rootID fileid.ID, stime int64) *Job {
+	in := plan.Input{Want: map[tree.Slot]*tree.Entry{}, Have: map[tree.Slot]*tree.Entry{}, IDs: map[fileid.ID]plan.IDInfo{}}
+	primByID := map[fileid.ID]*tree.Entry{}
+	for _, e := range prim {
+		in.Want[e.Slot] = e
+		if _, ok := primByID[e.ID]; !ok {
+			primByID[e.ID] = e
+		}
+	}
+	secByID := map[fileid.ID]*tree.Entry{}
+	for _, e := range sec {
+		in.Have[e.Slot] = e
+		if e.ID == "" {
+			continue
+		}
+		info := in.IDs[e.ID]
+		info.Exists = true
+		info.Kind = e.Kind
+		info.Links++
+		if e.Kind == tree.KindDir {
+			info.Dir = e.Slot
+		}
+		in.IDs[e.ID] = info
+		if _, ok := secByID[e.ID]; !ok {
+			secByID[e.ID] = e
+		}
+	}
+	var limboDead []fileid.ID
+	if end != nil {
+		for _, id := range end.Limbo {
+			info := in.IDs[id]
+			info.Exists = true
+			info.Staged = true
+			in.IDs[id] = info
+			if _, ok := primByID[id]; !ok {
+				limboDead = append(limboDead, id)
+			}
+		}
+	}
+	seen := map[tree.Slot]bool{}
+	for s := range in.Want {
+		seen[s] = true
+		in.Slots = append(in.Slots, s)
+	}
+	for s := range in.Have {
+		if !seen[s] {
+			in.Slots = append(in.Slots, s)
+		}
+	}
+	plan.SortSlots(in.Slots)
+	p := plan.Make(in)
+	// Staged or linkless files and directories the primary no longer has.
+	for _, id := range limboDead {
+		if in.IDs[id].Kind == tree.KindDir || secByID[id] == nil {
+			p.Ops = append(p.Ops, plan.Op{Kind: plan.RemoveTree, ID: id}, plan.Op{Kind: plan.Drop, ID: id})
+		}
+	}
+	job := &Job{Plan: p, paths: map[fileid.ID]string{}}
+	job.paths = primaryPaths(prim, rootID)
+
+	created := map[fileid.ID]bool{}
+	touchedDirs := map[fileid.ID]bool{}
+	for _, op := range p.Ops {
+		switch op.Kind {
+		case plan.Mkdir, plan.Symlink, plan.Mknod:
+			created[op.ID] = true
+		}
+		if op.From.Parent != "" {
+			touchedDirs[op.From.Parent] = true
+		}
+		if op.To.Parent != "" {
+			touchedDirs[op.To.Parent] = true
+		}
+	}
+	for _, nf := range p.NewFiles {
+		created[nf.Entry.ID] = true
+		for _, s := range nf.Slots {
+			touchedDirs[s.Parent] = true
+		}
+	}
+	adoptedOld := map[fileid.ID]*tree.Entry{}
+	for _, op := range p.Ops {
+		if op.Kind == plan.Adopt {
+			adoptedOld[op.ID] = in.Have[op.To]
+		}
+	}
+	done := map[fileid.ID]bool{}
+	for _, e := range prim {
+		if done[e.ID] {
+			continue
+		}
+		done[e.ID] = true
+		if created[e.ID] && e.Kind != tree.KindDir && e.Kind != tree.KindSymlink && e.Kind != tree.KindFIFO &&
+			e.Kind != tree.KindChar && e.Kind != tree.KindBlock && e.Kind != tree.KindSocket {
+			continue // new regular files carry everything
+		}
+		old := secByID[e.ID]
+		if old == nil {
+			old = adoptedOld[e.ID]
+		}
+		if created[e.ID] {
+			job.Meta = append(job.Meta, MetaItem{Entry: e, Hint: e.Slot, Full: true})
+			continue
+		}
+		if old == nil {
+			continue // staged on the secondary: handled by Move; compare next time
+		}
+		dataDiff := e.Kind == tree.KindRegular && (old.Size != e.Size || old.Meta.Mtime != e.Meta.Mtime)
+		if dataDiff {
+			job.Data = append(job.Data, DataItem{Entry: e, Hint: e.Slot, Old: old})
+		}
+		// New content is a new inode on the secondary: its xattrs go again.
+		metaDiff := dataDiff || old.Meta.Mode != e.Meta.Mode || old.Meta.UID != e.Meta.UID || old.Meta.GID != e.Meta.GID ||
+			(e.Kind != tree.KindDir && old.Meta.Mtime != e.Meta.Mtime) || e.Ctime > stime || stime == 0 || old.Kind != e.Kind
+		if metaDiff || (e.Kind == tree.KindDir && (touchedDirs[e.ID] || old.Meta.Mtime != e.Meta.Mtime)) {
+			job.Meta = append(job.Meta, MetaItem{Entry: e, Hint: e.Slot, Full: metaDiff})
+		}
+	}
+	// The root directory itself.
+	if primRoot != nil {
+		r := *primRoot
+		r.ID = rootID
+		var old *tree.Entry
+		if end != nil {
+			old = end.Root
+		}
+		if old == nil || touchedDirs[rootID] || old.Meta != r.Meta || r.Ctime > stime || stime == 0 {
+			job.Meta = append(job.Meta, MetaItem{Entry: &r, Full: old == nil || old.Meta.Mode != r.Meta.Mode || old.Meta.UID != r.Meta.UID || old.Meta.GID != r.Meta.GID || r.Ctime > stime || stime == 0})
+		}
+	}
+	return job
+}
+
+// primaryPaths computes a source-relative path for every ID.
+func primaryPaths(prim []*tree.Entry, rootID fileid.ID) map[fileid.ID]string {
+	dirs := map[fileid.ID]*tree.Entry{}
+	for _, e := range prim {
+		if e.Kind == tree.KindDir {
+			dirs[e.ID] = e
+		}
+	}
+	memo := map[fileid.ID]string{rootID: ""}
+	var dirPath func(id fileid.ID, depth int) (string, bool)
+	dirPath = func(id fileid.ID, depth int) (string, bool) {
+		if p, ok := memo[id]; ok {
+			return p, true
+		}
+		d := dirs[id]
+		if d == nil || depth > 10000 {
+			return "", false
+		}
+		pp, ok := dirPath(d.Parent, depth+1)
+		if !ok {
+			return "", false
+		}
+		p := d.Name
+		if pp != "" {
+			p = pp + "/" + d.Name
+		}
+		memo[id] = p
+		return p, true
+	}
+	out := map[fileid.ID]string{}
+	for _, e := range prim {
+		if _, ok := out[e.ID]; ok {
+			continue
+		}
+		pp, ok := dirPath(e.Parent, 0)
+		if !ok {
+			continue
+		}
+		if pp == "" {
+			out[e.ID] = e.Name
+		} else {
+			out[e.ID] = pp + "/" + e.Name
+		}
+	}
+	return out
+}
+
+var errFailures = errors.New("some entries could not be synced")

@@ -1,0 +1,284 @@
+// Package worker owns the primary side of replication: it connects to a
+// secondary agent, turns a crawl or a batch of changelogs into a plan
+// (internal/plan), and applies it in order — entry operations, then data
+// (new files whole, changed files by delta, read by file handle), then
+// metadata — and records the stime on both sides only after everything
+// succeeded. What still fails after retries is listed by ID and path,
+// counted and reported, never dropped silently.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/georep/georep/internal/fileid"
+	"github.com/georep/georep/internal/protocol"
+	"github.com/georep/georep/internal/scan"
+	"github.com/georep/georep/internal/transport"
+	"golang.org/x/sys/unix"
+)
+
+// Version is georep's version, sent in the handshake.
+var Version = "0.1.0"
+
+// Config describes a replication session.
+type Config struct {
+	Source     string
+	Dest       transport.Destination
+	SSHCommand string
+	Logger     *slog.Logger
+	// SyncJobs is the number of files transferred in parallel.
+	SyncJobs int
+	// FakeSuper asks the secondary to keep owners and special files in
+	// xattrs (for a non-root secondary; it also switches itself on).
+	FakeSuper bool
+	// NoXattrs skips xattrs and ACLs.
+	NoXattrs bool
+	// Excludes are top-level names not replicated.
+	Excludes []string
+	// ExcludePaths are absolute paths not replicated (the state dir).
+	ExcludePaths []string
+	// RemoteGeorep is the georep command on the secondary host.
+	RemoteGeorep string
+	// Progress, when set, is called about every 200 ms during data transfer.
+	Progress func(Progress)
+	// Stderr receives the remote agent's stderr.
+	Stderr io.Writer
+}
+
+// Session is a live connection to a secondary for one source tree.
+type Session struct {
+	cfg    Config
+	log    *slog.Logger
+	rwc    io.ReadWriteCloser
+	conn   *protocol.Conn
+	opener *fileid.Opener
+	srcFD  int
+	fsid   fileid.FSID
+	rootID fileid.ID
+	Hello  *protocol.HelloOK
+
+	stats   Stats
+	statsMu sync.Mutex
+	stream  uint64
+	streamM sync.Mutex
+}
+
+// Stats counts what a session did.
+type Stats struct {
+	Entries     int       `json:"entries"`
+	DataFiles   int       `json:"data_files"`
+	DataBytes   int64     `json:"data_bytes"`
+	DeltaFiles  int       `json:"delta_files"`
+	Metadata    int       `json:"metadata"`
+	Failures    int       `json:"failures"`
+	BytesSent   int64     `json:"bytes_sent"`
+	BytesRecv   int64     `json:"bytes_received"`
+	Renames     int       `json:"renames"`
+	Creates     int       `json:"creates"`
+	Deletes     int       `json:"deletes"`
+	FakeSuper   bool      `json:"fake_super"`
+	FailureList []Failure `json:"failure_list,omitempty"`
+}
+
+// Failure is one thing that could not be synced.
+type Failure struct {
+	ID    fileid.ID `json:"id"`
+	Path  string    `json:"path"`
+	Op    string    `json:"op"`
+	Error string    `json:"error"`
+	Errno uint32    `json:"errno,omitempty"`
+}
+
+// Progress is a snapshot for a progress line.
+type Progress struct {
+	Files, TotalFiles int
+	Bytes, TotalBytes int64
+	Elapsed           time.Duration
+}
+
+// Connect opens the source and reaches the secondary.
+func Connect(ctx context.Context, cfg Config) (*Session, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.SyncJobs <= 0 {
+		cfg.SyncJobs = max(4, 2*runtime.NumCPU())
+	}
+	src, err := filepath.Abs(cfg.Source)
+	if err != nil {
+		return nil, err
+	}
+	cfg.Source = src
+	st, err := os.Stat(src)
+	if err != nil {
+		return nil, fmt.Errorf("source: %w", err)
+	}
+	if !st.IsDir() {
+		return nil, fmt.Errorf("source %s is not a directory", src)
+	}
+	if cfg.Dest.Host == "" {
+		if rel, err := filepath.Rel(src, cfg.Dest.Path); err == nil && (rel == "." || !startsWithDotDot(rel)) {
+			return nil, fmt.Errorf("destination %s lies inside the source %s", cfg.Dest.Path, src)
+		}
+		if rel, err := filepath.Rel(cfg.Dest.Path, src); err == nil && (rel == "." || !startsWithDotDot(rel)) {
+			return nil, fmt.Errorf("source %s lies inside the destination %s", src, cfg.Dest.Path)
+		}
+	}
+	fd, err := unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open source %s: %w", src, err)
+	}
+	s := &Session{cfg: cfg, log: log, srcFD: fd}
+	if s.fsid, err = fileid.FSIDOf(fd); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if s.rootID, err = fileid.Of(s.fsid, fd, ""); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("source %s: file handles are not supported here: %w", src, err)
+	}
+	if s.opener, err = fileid.NewOpener(src); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if !s.opener.Available() {
+		log.Info("opening files by handle is not permitted (needs CAP_DAC_READ_SEARCH); reading by path")
+	}
+	s.rwc, err = transport.Dial(ctx, cfg.Dest, transport.Options{SSHCommand: cfg.SSHCommand, RemoteGeorep: cfg.RemoteGeorep,
+		Software: Version, Logger: log.With("side", "secondary"), FakeSuper: cfg.FakeSuper, Stderr: cfg.Stderr})
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.conn = protocol.NewConn(s.rwc)
+	hctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	m, err := s.conn.Call(hctx, &protocol.Hello{Version: protocol.Version, Software: Version, RootID: s.rootID, Session: src, FakeSuper: cfg.FakeSuper})
+	if err != nil {
+		s.Close()
+		if errors.Is(err, protocol.ErrClosed) && cfg.Dest.Host != "" {
+			return nil, fmt.Errorf("secondary %s did not answer the handshake (is georep installed there and the key allowed?): %w", cfg.Dest, err)
+		}
+		return nil, fmt.Errorf("secondary %s: %w", cfg.Dest, err)
+	}
+	h, ok := m.(*protocol.HelloOK)
+	if !ok {
+		s.Close()
+		return nil, fmt.Errorf("secondary %s: unexpected handshake reply %T", cfg.Dest, m)
+	}
+	if h.Version != protocol.Version {
+		s.Close()
+		return nil, fmt.Errorf("version mismatch: this primary speaks protocol %d (georep %s), the secondary speaks %d (georep %s)", protocol.Version, Version, h.Version, h.Software)
+	}
+	s.Hello = h
+	s.stats.FakeSuper = h.FakeSuper
+	go s.conn.Keepalive(ctx, 5*time.Second, 30*time.Second)
+	return s, nil
+}
+
+func startsWithDotDot(rel string) bool {
+	return rel == ".." || len(rel) >= 3 && rel[:3] == "../"
+}
+
+// Close ends the session.
+func (s *Session) Close() error {
+	if s.conn != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.conn.Call(ctx, &protocol.Bye{})
+		cancel()
+		s.conn.Close()
+	}
+	if s.rwc != nil {
+		s.rwc.Close()
+	}
+	if s.opener != nil {
+		s.opener.Close()
+	}
+	if s.srcFD > 0 {
+		unix.Close(s.srcFD)
+		s.srcFD = -1
+	}
+	return nil
+}
+
+// Stats returns the counters so far.
+func (s *Session) Stats() Stats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	st := s.stats
+	st.FailureList = append([]Failure(nil), s.stats.FailureList...)
+	if s.conn != nil {
+		st.BytesSent = s.conn.BytesSent()
+		st.BytesRecv = s.conn.BytesReceived()
+	}
+	return st
+}
+
+// ResetFailures clears the failure list (before a retry pass).
+func (s *Session) ResetFailures() {
+	s.statsMu.Lock()
+	s.stats.FailureList = nil
+	s.stats.Failures = 0
+	s.statsMu.Unlock()
+}
+
+func (s *Session) fail(f Failure) {
+	s.statsMu.Lock()
+	s.stats.Failures++
+	if len(s.stats.FailureList) < 10000 {
+		s.stats.FailureList = append(s.stats.FailureList, f)
+	}
+	s.statsMu.Unlock()
+	s.log.Warn("sync failed", "op", f.Op, "path", f.Path, "id", f.ID.Short(), "err", f.Error)
+}
+
+func (s *Session) count(fn func(*Stats)) {
+	s.statsMu.Lock()
+	fn(&s.stats)
+	s.statsMu.Unlock()
+}
+
+func (s *Session) nextStream() uint64 {
+	s.streamM.Lock()
+	defer s.streamM.Unlock()
+	s.stream++
+	return s.stream
+}
+
+// Stime asks the secondary for its stime.
+func (s *Session) Stime(ctx context.Context) (int64, error) {
+	m, err := s.conn.Call(ctx, &protocol.StimeGet{})
+	if err != nil {
+		return 0, err
+	}
+	return m.(*protocol.StimeOK).Stime, nil
+}
+
+// CommitStime makes the secondary durable and records the stime there.
+func (s *Session) CommitStime(ctx context.Context, stime int64) error {
+	_, err := s.conn.Call(ctx, &protocol.StimeSet{Stime: stime})
+	if err != nil {
+		return fmt.Errorf("record stime on the secondary: %w", err)
+	}
+	return nil
+}
+
+// Conn exposes the protocol connection (for verify).
+func (s *Session) Conn() *protocol.Conn { return s.conn }
+
+// Walk lists the source tree.
+func (s *Session) Walk(ctx context.Context) (*scan.Result, error) {
+	return scan.Walk(ctx, s.cfg.Source, scan.Options{Exclude: s.cfg.Excludes, ExcludePaths: s.cfg.ExcludePaths,
+		OnMountPoint: func(p string) { s.log.Warn("not crossing into another filesystem", "path", p) },
+		OnError:      func(p string, err error) { s.log.Info("entry vanished during the crawl", "path", p, "err", err) }})
+}
