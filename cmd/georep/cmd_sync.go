@@ -31,10 +31,10 @@ example:
   georep sync /srv/data backup@dr-site:/srv/data --ssh-command "ssh -p 2222"`
 
 type syncFlags struct {
-	stateDir, sshCommand, remoteGeorep, logFormat string
-	json, noProgress, fakeSuper, noXattrs, verbose   bool
-	jobs, passes                                     int
-	excludes                                         cli.StringList
+	stateDir, sshCommand, remoteGeorep, logFormat  string
+	json, noProgress, fakeSuper, noXattrs, verbose bool
+	jobs, passes                                   int
+	excludes                                       cli.StringList
 }
 
 func (f *syncFlags) register(fs *flag.FlagSet) {
