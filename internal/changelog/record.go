@@ -41,6 +41,7 @@ const (
 
 var opNames = [...]string{"NONE", "CREATE", "MKDIR", "MKNOD", "SYMLINK", "LINK", "RENAME", "UNLINK", "RMDIR"}
 
+// String returns the op's name as written in changelogs ("CREATE", ...).
 func (o Op) String() string {
 	if int(o) < len(opNames) {
 		return opNames[o]
@@ -75,6 +76,7 @@ type Record struct {
 	Reason    string
 }
 
+// String is a short rendering of the record for logs (IDs abbreviated).
 func (r Record) String() string {
 	switch r.Type {
 	case Entry:

@@ -126,7 +126,7 @@ type Opener struct {
 // NewOpener prepares opening by handle on the filesystem that holds root.
 // The returned Opener keeps a descriptor of root open until Close.
 func NewOpener(root string) (*Opener, error) {
-	fd, err := unix.Open(root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0) // open_by_handle_at refuses an O_PATH mount fd
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", root, err)
 	}

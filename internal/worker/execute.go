@@ -33,15 +33,19 @@ const (
 // returns errFailures (wrapped) when some items failed; they are in Stats.
 func (s *Session) Execute(ctx context.Context, job *Job) error {
 	before := s.Stats().Failures
+	t0 := time.Now()
 	if err := s.applyOps(ctx, job); err != nil {
 		return err
 	}
+	t1 := time.Now()
 	if err := s.transferData(ctx, job); err != nil {
 		return err
 	}
+	t2 := time.Now()
 	if err := s.applyMeta(ctx, job); err != nil {
 		return err
 	}
+	s.log.Info("job applied", "entries", t1.Sub(t0).Round(time.Millisecond), "data", t2.Sub(t1).Round(time.Millisecond), "meta", time.Since(t2).Round(time.Millisecond))
 	if n := s.Stats().Failures - before; n > 0 {
 		return fmt.Errorf("%d failures: %w", n, errFailures)
 	}
