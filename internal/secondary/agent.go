@@ -241,15 +241,21 @@ func (a *Agent) hello(h *protocol.Hello) (*protocol.HelloOK, error) {
 	a.rootID = h.RootID
 	a.fakeSuper = h.FakeSuper || a.opts.FakeSuper || os.Geteuid() != 0
 	newRoot := false
-	for _, d := range []string{metaDir, idsDir, dirsDir, tmpDir} {
-		if err := unix.Mkdirat(fd, d, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-			return nil, fmt.Errorf("create %s/%s: %w", root, d, err)
-		}
+	if err := unix.Mkdirat(fd, metaDir, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return nil, fmt.Errorf("create %s/%s: %w", root, metaDir, err)
 	}
-	// .georep must be a real directory of ours, not a planted symlink.
-	mfd, err := openBeneath(fd, metaDir, unix.O_RDONLY|unix.O_DIRECTORY)
+	// .georep must be a real directory of ours, not a planted symlink:
+	// everything below is created relative to the descriptor checked here.
+	mfd, err := openBeneath(fd, metaDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
 	if err != nil {
 		return nil, fmt.Errorf("secondary %s/%s is not a directory georep can use: %w", root, metaDir, err)
+	}
+	for _, d := range []string{idsDir, dirsDir, tmpDir} {
+		sub := strings.TrimPrefix(d, metaDir+"/")
+		if err := unix.Mkdirat(mfd, sub, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			unix.Close(mfd)
+			return nil, fmt.Errorf("create %s/%s: %w", root, d, err)
+		}
 	}
 	unix.Close(mfd)
 	prev, err := readSmallFile(fd, rootIDFile)
