@@ -33,7 +33,7 @@ example:
 type syncFlags struct {
 	stateDir, sshCommand, remoteGeorep, logFormat  string
 	json, noProgress, fakeSuper, noXattrs, verbose bool
-	jobs, passes                                   int
+	jobs, passes, reconnects                       int
 	excludes                                       cli.StringList
 }
 
@@ -50,6 +50,7 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.IntVar(&f.jobs, "sync-jobs", 0, "files transferred in parallel (default fitted to the machine)")
 	fs.IntVar(&f.passes, "passes", 3, "crawl passes before giving up on failing entries")
+	fs.IntVar(&f.reconnects, "reconnects", 20, "connection attempts (with exponential backoff) before giving up")
 	fs.Var(&f.excludes, "exclude", "top-level name not to replicate (repeatable)")
 }
 
@@ -104,7 +105,27 @@ func runSync(ctx context.Context, args []string) error {
 		ExcludePaths: []string{absState}, Progress: progress}
 	started := time.Now()
 	sum := syncSummary{Source: src, Destination: dst.String()}
-	stime, runErr := syncOnce(ctx, cfg, recDir, f.passes, &sum)
+	var stime int64
+	var runErr error
+	// A dropped link or a killed agent is not the end: reconnect with
+	// exponential backoff and resume (the crawl finds what is left).
+	backoff := 250 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		var part syncSummary
+		stime, runErr = syncOnce(ctx, cfg, recDir, f.passes, &part)
+		sum.Passes += part.Passes
+		sum.Stats = addStats(sum.Stats, part.Stats)
+		sum.Failures = part.Failures
+		if runErr == nil || !worker.IsConnectionError(runErr) || attempt >= f.reconnects || ctx.Err() != nil {
+			break
+		}
+		log.Warn("connection to the secondary lost; reconnecting", "attempt", attempt, "in", backoff, "err", runErr)
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
 	sum.Seconds = time.Since(started).Seconds()
 	sum.Stime = stime
 	sum.OK = runErr == nil
@@ -216,3 +237,19 @@ func humanBytes(n int64) string {
 }
 
 func version() string { return worker.Version }
+
+func addStats(a, b worker.Stats) worker.Stats {
+	a.Entries += b.Entries
+	a.DataFiles += b.DataFiles
+	a.DataBytes += b.DataBytes
+	a.DeltaFiles += b.DeltaFiles
+	a.Metadata += b.Metadata
+	a.Failures = b.Failures
+	a.BytesSent += b.BytesSent
+	a.BytesRecv += b.BytesRecv
+	a.Renames += b.Renames
+	a.Creates += b.Creates
+	a.Deletes += b.Deletes
+	a.FakeSuper = b.FakeSuper
+	return a
+}

@@ -142,7 +142,9 @@ func (c *Conn) Err() error {
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Send queues a request; fn gets its reply(ies). The request is buffered:
-// call Flush (or Call) to push it out.
+// call Flush (or Call) to push it out. When fn is not nil it is called
+// exactly once with an error if the request cannot complete — also when
+// Send itself fails — so callers clean up in fn only.
 func (c *Conn) Send(m Message, fn ReplyFunc) error {
 	id := c.next.Add(1)
 	if fn != nil {
@@ -150,6 +152,7 @@ func (c *Conn) Send(m Message, fn ReplyFunc) error {
 		if c.err != nil {
 			err := c.err
 			c.mu.Unlock()
+			fn(nil, err)
 			return err
 		}
 		c.pending[id] = fn

@@ -52,6 +52,13 @@ func (s *Session) Execute(ctx context.Context, job *Job) error {
 	return nil
 }
 
+// IsConnectionError reports whether err means the link to the secondary
+// broke (worth a reconnect) rather than a local problem.
+func IsConnectionError(err error) bool {
+	return errors.Is(err, protocol.ErrClosed) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, io.EOF) ||
+		errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) || strings.Contains(err.Error(), "did not answer the handshake")
+}
+
 // IsFailures reports whether err only says some items failed (as opposed
 // to the connection or the secondary as a whole failing).
 func IsFailures(err error) bool { return errors.Is(err, errFailures) }
@@ -105,8 +112,7 @@ func (s *Session) applyOps(ctx context.Context, job *Job) error {
 			return true
 		})
 		if err != nil {
-			wg.Done()
-			return err
+			return err // the callback saw the error
 		}
 	}
 	if err := s.conn.Flush(); err != nil {
@@ -368,9 +374,7 @@ func (s *Session) sendFile(ctx context.Context, job *Job, t dataTask, window *by
 			e.Size = int64(n) // shrank meanwhile; the next change brings the rest
 		}
 		if err := s.conn.Send(first, replied); err != nil {
-			pending.Done()
-			window.release(cost)
-			return err
+			return err // replied saw the error
 		}
 		bytesDone.Add(int64(n))
 		s.count(func(st *Stats) { st.DataFiles++; st.DataBytes += int64(n) })
@@ -417,9 +421,7 @@ func (s *Session) sendFile(ctx context.Context, job *Job, t dataTask, window *by
 		last.Last = true
 	}
 	if err := s.conn.Send(last, replied); err != nil {
-		pending.Done()
-		window.release(cost)
-		return err
+		return err // replied saw the error
 	}
 	s.count(func(st *Stats) { st.DataFiles++; st.DataBytes += sent })
 	return nil
@@ -535,9 +537,7 @@ func (s *Session) sendDelta(ctx context.Context, job *Job, f *os.File, e tree.En
 		last.Entry, last.Hint = &e, sw.hint
 	}
 	if err := s.conn.Send(last, done); err != nil {
-		pending.Done()
-		window.release(cost)
-		return err
+		return err // done saw the error
 	}
 	s.count(func(st *Stats) { st.DataFiles++; st.DeltaFiles++ })
 	return nil
@@ -683,8 +683,7 @@ func (s *Session) applyMeta(ctx context.Context, job *Job) error {
 			return true
 		})
 		if err != nil {
-			wg.Done()
-			return err
+			return err // the callback saw the error
 		}
 	}
 	if err := s.conn.Flush(); err != nil {

@@ -65,6 +65,7 @@ const (
 var (
 	smallPool = sync.Pool{New: func() any { b := make([]byte, smallRead); return &b }}
 	chunkPool = sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
+	patchPool = sync.Pool{New: func() any { b := make([]byte, patchBuffer); return &b }}
 )
 
 func putBuf(bp *[]byte) {
@@ -73,6 +74,8 @@ func putBuf(bp *[]byte) {
 		chunkPool.Put(bp)
 	case smallRead:
 		smallPool.Put(bp)
+	case patchBuffer:
+		patchPool.Put(bp)
 	}
 }
 

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -59,7 +61,8 @@ func roundTrip(t testing.TB, old, new []byte, opt SignatureOptions) result {
 	var wire bytes.Buffer
 	enc := NewEncoder(&wire)
 	var ops []Op
-	var lastCopyEnd int64 = -1
+	var lastCopyEnd, lastCount int64 = -1, 0
+	maxRun := int64(max(1, copyFlush/sig.BlockSize))
 	lastKind := OpKind(0)
 	sum, err := ComputeDelta(&sig2, bytes.NewReader(new), func(op Op) error {
 		switch op.Kind {
@@ -69,10 +72,13 @@ func roundTrip(t testing.TB, old, new []byte, opt SignatureOptions) result {
 			}
 			ops = append(ops, Op{Kind: OpLiteral, Data: append([]byte(nil), op.Data...)})
 		case OpCopy:
-			if lastKind == OpCopy && op.Block == lastCopyEnd {
+			if lastKind == OpCopy && op.Block == lastCopyEnd && lastCount < maxRun {
 				t.Errorf("unmerged consecutive copies ending at %d", op.Block)
 			}
-			lastCopyEnd = op.Block + op.Count
+			if op.Count > maxRun {
+				t.Errorf("copy of %d blocks, more than %d", op.Count, maxRun)
+			}
+			lastCopyEnd, lastCount = op.Block+op.Count, op.Count
 			ops = append(ops, op)
 		default:
 			t.Errorf("bad op kind %v", op.Kind)
@@ -304,6 +310,10 @@ func TestRollingHashConsistent(t *testing.T) {
 	if m != m8 {
 		t.Fatalf("m8 = %#x, want %#x", m8, m)
 	}
+	r := rollMul
+	if r*r != 0xdf442d22ce4859b9 { // m2 in scan
+		t.Fatalf("m2 mismatch")
+	}
 }
 
 func TestSeedChangesChecksums(t *testing.T) {
@@ -462,5 +472,140 @@ func TestPatchFromDetectsMismatch(t *testing.T) {
 	err = PatchFrom(bytes.NewReader(changed), sig, NewDecoder(bytes.NewReader(wire.Bytes())), io.Discard)
 	if !errors.Is(err, ErrChecksumMismatch) {
 		t.Fatalf("got %v, want ErrChecksumMismatch", err)
+	}
+}
+
+func TestIdenticalLargeFileFewOps(t *testing.T) {
+	data := randBytes(60, 40<<20)
+	r := roundTrip(t, data, data, SignatureOptions{})
+	// Copies are split every 16 MiB so a receiver can stream them.
+	if len(r.ops) != 3 || r.wireN > 100 {
+		t.Fatalf("identical 40 MiB file: %d ops, %d delta bytes", len(r.ops), r.wireN)
+	}
+	var blocks int64
+	for _, op := range r.ops {
+		if op.Kind != OpCopy || op.Block != blocks {
+			t.Fatalf("ops = %+v", r.ops)
+		}
+		blocks += op.Count
+	}
+	if blocks != r.sig.NumBlocks() {
+		t.Fatalf("copies cover %d of %d blocks", blocks, r.sig.NumBlocks())
+	}
+}
+
+func TestConcurrentDeltasShareSignature(t *testing.T) {
+	old := randBytes(61, 3<<20)
+	sig, err := ComputeSignature(bytes.NewReader(old), int64(len(old)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 4)
+	for i := 0; i < 4; i++ {
+		go func(i int) {
+			n := insert(old, 1000*i+7, []byte("concurrent"))
+			var wire bytes.Buffer
+			enc := NewEncoder(&wire)
+			sum, err := ComputeDelta(sig, bytes.NewReader(n), enc.WriteOp)
+			if err == nil {
+				err = enc.Close(sum)
+			}
+			var out bytes.Buffer
+			if err == nil {
+				err = PatchFrom(bytes.NewReader(old), sig, NewDecoder(&wire), &out)
+			}
+			if err == nil && !bytes.Equal(out.Bytes(), n) {
+				err = fmt.Errorf("delta %d: reconstruction differs", i)
+			}
+			errc <- err
+		}(i)
+	}
+	for i := 0; i < 4; i++ {
+		if err := <-errc; err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// chunkyReader returns at most n bytes per Read, to exercise short reads.
+type chunkyReader struct {
+	r io.Reader
+	n int
+}
+
+func (c *chunkyReader) Read(p []byte) (int, error) {
+	if len(p) > c.n {
+		p = p[:c.n]
+	}
+	return c.r.Read(p)
+}
+
+func TestShortReads(t *testing.T) {
+	old := randBytes(62, 5<<20+123)
+	n := append(insert(old, 3<<20, []byte("xyz")), randBytes(63, 1000)...)
+	// Signature from a plain (non-ReaderAt) reader with short reads.
+	sig, err := ComputeSignature(&chunkyReader{bytes.NewReader(old), 777}, int64(len(old)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := ComputeSignature(bytes.NewReader(old), int64(len(old)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref2, _ := ComputeSignatureWith(bytes.NewReader(old), int64(len(old)), SignatureOptions{Seed: sig.Seed})
+	if !equalU32(sig.Weak, ref2.Weak) || !bytes.Equal(sig.Strong, ref2.Strong) || ref.BlockSize != sig.BlockSize {
+		t.Fatal("signature depends on how the file is read")
+	}
+	var wire bytes.Buffer
+	enc := NewEncoder(&wire)
+	sum, err := ComputeDelta(sig, &chunkyReader{bytes.NewReader(n), 100_003}, enc.WriteOp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := enc.Close(sum); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := PatchFrom(bytes.NewReader(old), sig, NewDecoder(&wire), &out); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(out.Bytes(), n) {
+		t.Fatal("reconstruction differs")
+	}
+}
+
+func TestSignatureFromFile(t *testing.T) {
+	old := randBytes(64, 3<<20+5)
+	p := filepath.Join(t.TempDir(), "old")
+	if err := os.WriteFile(p, append([]byte("HEADER"), old...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Start after a header: the signature covers the data from the current
+	// offset and leaves the file positioned after it.
+	if _, err := f.Seek(6, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	sig, err := ComputeSignatureWith(f, int64(len(old)), SignatureOptions{Seed: 77})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, _ := ComputeSignatureWith(&chunkyReader{bytes.NewReader(old), 1 << 20}, int64(len(old)), SignatureOptions{Seed: 77})
+	if !equalU32(sig.Weak, ref.Weak) || !bytes.Equal(sig.Strong, ref.Strong) {
+		t.Fatal("ReadAt signature differs from the sequential one")
+	}
+	if off, _ := f.Seek(0, io.SeekCurrent); off != int64(6+len(old)) {
+		t.Fatalf("file left at offset %d", off)
+	}
+	// A file shorter than the size given.
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ComputeSignature(f, int64(len(old))+100); err == nil {
+		t.Fatal("short file: no error")
 	}
 }

@@ -59,7 +59,8 @@ func newWeakHasher(seed uint64, blockSize int) *weakHasher {
 	return wh
 }
 
-// sum returns the full 64-bit rolling state of b (not rolled).
+// sum returns the full 64-bit rolling state of b (not rolled), eight bytes
+// per iteration through the per-position tables.
 func (wh *weakHasher) sum(b []byte) uint64 {
 	t0, t1, t2, t3 := &wh.t[0], &wh.t[1], &wh.t[2], &wh.t[3]
 	t4, t5, t6, t7 := &wh.t[4], &wh.t[5], &wh.t[6], &wh.t[7]

@@ -12,7 +12,10 @@ import (
 // a checksum collision happened. Fall back to a whole-file transfer.
 var ErrChecksumMismatch = errors.New("delta: reconstructed file checksum mismatch")
 
-const patchBuffers = 4
+const (
+	patchBuffers = 4
+	patchBuffer  = 1 << 20
+)
 
 // Patch rebuilds the new file into out from the old file and the ops
 // returned by ops (until it returns io.EOF; Decoder.Next fits). Only
@@ -122,7 +125,7 @@ func (p *pipe) buffer() []byte {
 				if p.nbufs == 0 {
 					p.cur = smallPool.Get().(*[]byte)
 				} else {
-					p.cur = chunkPool.Get().(*[]byte)
+					p.cur = patchPool.Get().(*[]byte)
 				}
 				p.nbufs++
 			} else {

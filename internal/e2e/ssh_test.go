@@ -1,0 +1,134 @@
+package e2e
+
+import (
+	"bytes"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/georep/georep/internal/testutil"
+)
+
+// TestSyncOverSSH replicates the populate and churn trees to
+// root@127.0.0.1:/path through a real sshd.
+func TestSyncOverSSH(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.GeorepBin(t)
+	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{})
+	dir := workdir(t)
+	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
+	testutil.Workload(t, "populate", p, "--files", "5000", "--dirs", "80")
+	dst := sshd.UserHost() + ":" + s
+	runSync(t, bin, p, dst, "--state-dir", st, "--ssh-command", sshd.SSHCommand(), "--remote-georep", bin)
+	if ok, out := testutil.VerifyPy(t, p, s); !ok {
+		t.Fatalf("initial sync over ssh does not verify:\n%s", out)
+	}
+	testutil.Workload(t, "churn", p, "--scale", "0.5")
+	sum := runSync(t, bin, "--ssh-command", sshd.SSHCommand(), "--remote-georep", bin, p, dst, "--state-dir", st)
+	if ok, out := testutil.VerifyPy(t, p, s); !ok {
+		t.Fatalf("churn sync over ssh does not verify:\n%s", out)
+	}
+	if sum.Stats.Renames == 0 {
+		t.Error("no renames travelled over ssh")
+	}
+}
+
+// TestSSHKilledMidSync kills the ssh client or the remote agent five times
+// during a sync; the same sync reconnects and completes.
+func TestSSHKilledMidSync(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.GeorepBin(t)
+	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{})
+	dir := workdir(t)
+	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
+	testutil.Workload(t, "populate", p, "--files", "20000")
+	dst := sshd.UserHost() + ":" + s
+	cmd := exec.Command(bin, "sync", p, dst, "--state-dir", st, "--ssh-command", sshd.SSHCommand(), "--remote-georep", bin, "--json", "-v")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	kills := 0
+	var err error
+	finished := false
+	for kills < 5 && !finished {
+		select {
+		case err = <-waited:
+			finished = true
+			continue
+		case <-time.After(time.Duration(150+rng.Intn(250)) * time.Millisecond):
+		}
+		// The pattern matches the local ssh client (its argv carries the
+		// remote command) and the agent on the far side.
+		if exec.Command("pkill", "-KILL", "-f", "georep secondary --root").Run() == nil {
+			kills++
+		}
+	}
+	if !finished {
+		select {
+		case err = <-waited:
+		case <-time.After(3 * time.Minute):
+			cmd.Process.Kill()
+			t.Fatal("sync did not finish within 3 minutes after the kills")
+		}
+	}
+	t.Logf("killed %d times; sync exit: %v", kills, err)
+	if err != nil {
+		t.Fatalf("sync did not survive the kills: %v\n%s\nstderr:\n%s", err, out.String(), tail(errb.String(), 3000))
+	}
+	if kills < 5 {
+		t.Errorf("the sync finished after only %d kills; make the tree bigger", kills)
+	}
+	if ok, o := testutil.VerifyPy(t, p, s); !ok {
+		t.Fatalf("does not verify after kills:\n%s", o)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// TestForcedCommandKey: a key installed with the line that
+// 'georep secondary --print-authorized-key' prints can sync but run nothing
+// else.
+func TestForcedCommandKey(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.GeorepBin(t)
+	dir := t.TempDir()
+	s := filepath.Join(dir, "S")
+	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{})
+	line, err := exec.Command(bin, "secondary", "--root", s, "--print-authorized-key", sshd.KeyFile+".pub").Output()
+	if err != nil {
+		t.Fatalf("print-authorized-key: %v", err)
+	}
+	if !strings.Contains(string(line), "restrict") || !strings.Contains(string(line), "command=") {
+		t.Fatalf("authorized_keys line lacks command= or restrict: %s", line)
+	}
+	sshd.SetAuthorizedKeysLine(t, strings.TrimSpace(string(line)))
+	// Any other command runs the agent instead, which wants a handshake and
+	// writes nothing: `touch` must not happen.
+	marker := filepath.Join(dir, "pwned")
+	sshd.Run(t, "touch", marker)
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the restricted key ran an arbitrary command")
+	}
+	p := filepath.Join(dir, "P")
+	testutil.Workload(t, "populate", p, "--files", "200", "--dirs", "8")
+	runSync(t, bin, p, sshd.UserHost()+":/ignored/by/forced/command", "--state-dir", filepath.Join(dir, "st"), "--ssh-command", sshd.SSHCommand())
+	if ok, out := testutil.VerifyPy(t, p, s); !ok {
+		t.Fatalf("sync through the forced command does not verify:\n%s", out)
+	}
+	_ = syscall.Getpid
+}
