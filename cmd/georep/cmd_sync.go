@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/georep/georep/internal/changelog"
 	"github.com/georep/georep/internal/cli"
 	"github.com/georep/georep/internal/state"
 	"github.com/georep/georep/internal/transport"
@@ -193,6 +194,13 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 			return stime, err
 		}
 		cfg.Logger.Info("crawl done", "pass", pass, "job", job.String())
+		// Keep what the crawl found as a changelog ('georep changelog dump').
+		if recs := job.Records(); len(recs) > 0 {
+			clPath := filepath.Join(recDir, "crawl.changelog")
+			if err := changelog.WriteFile(clPath, changelog.Header{Seq: uint64(pass), Start: start, Source: changelog.SourceCrawl}, recs, time.Now().UnixNano()); err != nil {
+				cfg.Logger.Warn("could not keep the crawl's changelog", "err", err)
+			}
+		}
 		err = sess.Execute(ctx, job)
 		if err == nil {
 			if err := sess.CommitStime(ctx, start); err != nil {
