@@ -132,3 +132,36 @@ func TestForcedCommandKey(t *testing.T) {
 	}
 	_ = syscall.Getpid
 }
+
+// TestNonRootSecondaryFakeSuper: a secondary reached as a non-root user keeps
+// owners, groups and device files in user.georep.stat xattrs; a root
+// `georep verify --fake-super` finds the replica identical.
+func TestNonRootSecondaryFakeSuper(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.GeorepBin(t)
+	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{User: "georeptest"})
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	os.Chmod(filepath.Dir(dir), 0o755) // the test's temp root is 0700
+	p, s := filepath.Join(dir, "P"), filepath.Join(dir, "S")
+	if err := os.MkdirAll(s, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("chown", sshd.User, s).CombinedOutput()
+	if err != nil {
+		t.Fatalf("chown: %v %s", err, out)
+	}
+	testutil.Workload(t, "populate", p, "--files", "500", "--dirs", "8")
+	testutil.Workload(t, "churn", p, "--scale", "0.1")
+	if err := syscall.Mknod(filepath.Join(p, "null"), syscall.S_IFCHR|0o666, 1<<8|3); err != nil {
+		t.Fatal(err)
+	}
+	sum := runSync(t, bin, p, sshd.UserHost()+":"+s, "--no-owner", "--state-dir", filepath.Join(dir, "st"),
+		"--ssh-command", sshd.SSHCommand(), "--remote-georep", bin)
+	if sum.Stats.Failures != 0 {
+		t.Fatalf("%d failures", sum.Stats.Failures)
+	}
+	if o, err := exec.Command(bin, "verify", "--fake-super", p, s).CombinedOutput(); err != nil {
+		t.Fatalf("georep verify --fake-super: %v\n%s", err, o)
+	}
+}

@@ -299,7 +299,9 @@ func (a *Agent) mkspecial(id fileid.ID, s tree.Slot, e *tree.Entry) error {
 	case tree.KindSymlink:
 		err = unix.Symlinkat(e.Target, a.tmpFD, tmp)
 	case tree.KindFIFO, tree.KindSocket, tree.KindChar, tree.KindBlock:
-		if a.fakeSuper && e.Kind != tree.KindFIFO && e.Kind != tree.KindSocket {
+		// Fake-super keeps every special file as an empty regular file
+		// with user.georep.stat (FIFOs cannot hold user xattrs).
+		if a.fakeSuper {
 			err, fake = a.createFake(tmp), true
 		} else {
 			err = unix.Mknodat(a.tmpFD, tmp, e.Kind.IFMT()|(e.Meta.Mode&07777), int(e.Rdev))

@@ -361,6 +361,7 @@ func (w *walker) other(parent *dirHandle, name string, it Item) error {
 			return w.emit(it)
 		}
 		it.Target = t
+		it.OwnerUnknown = w.fakeSuper
 	}
 	if w.xattrs || w.fakeSuper {
 		// There is no *at xattr call: go by path, through /proc when the

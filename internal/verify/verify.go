@@ -36,10 +36,13 @@ type Item struct {
 	Kind     tree.Kind // tree.KindNone only together with Err
 	Mode     uint32    // permission bits 07777
 	UID, GID uint32
-	Size     int64
-	Mtime    int64  // ns since the epoch
-	Rdev     uint64 // device number of KindChar/KindBlock, else 0
-	Target   string // symlink target
+	// OwnerUnknown: the side cannot know the owner (a symlink on a
+	// fake-super replica: Linux allows no user xattrs on symlinks).
+	OwnerUnknown bool
+	Size         int64
+	Mtime        int64  // ns since the epoch
+	Rdev         uint64 // device number of KindChar/KindBlock, else 0
+	Target       string // symlink target
 	// Xattrs holds the user.*, security.* and system.posix_acl_access /
 	// system.posix_acl_default values (raw), only when Options.NoXattrs is
 	// false. user.georep.* never appears. nil and empty are equivalent.
@@ -388,7 +391,7 @@ func compareItem(r *Report, s, d *Item, opts Options) {
 	if s.Kind != tree.KindSymlink && s.Mode&07777 != d.Mode&07777 {
 		r.add("mode", p, fmt.Sprintf("0o%o vs 0o%o", s.Mode&07777, d.Mode&07777))
 	}
-	if !opts.NoOwner && (s.UID != d.UID || s.GID != d.GID) {
+	if !opts.NoOwner && !d.OwnerUnknown && (s.UID != d.UID || s.GID != d.GID) {
 		r.add("owner", p, fmt.Sprintf("%d:%d vs %d:%d", s.UID, s.GID, d.UID, d.GID))
 	}
 	if s.Kind != tree.KindSymlink && (s.Kind != tree.KindDir || opts.DirMtime) {
