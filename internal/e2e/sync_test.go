@@ -209,3 +209,28 @@ func TestSyncSpecialFiles(t *testing.T) {
 		t.Fatalf("georep verify: %v\n%s", err, out)
 	}
 }
+
+// TestSyncDelta: a small change in a large file travels as a delta.
+func TestSyncDelta(t *testing.T) {
+	bin := testutil.GeorepBin(t)
+	dir := t.TempDir()
+	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
+	os.MkdirAll(p, 0o755)
+	data := make([]byte, 16<<20)
+	rand.New(rand.NewSource(1)).Read(data)
+	if err := os.WriteFile(filepath.Join(p, "big"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runSync(t, bin, p, s, "--state-dir", st)
+	f, _ := os.OpenFile(filepath.Join(p, "big"), os.O_WRONLY, 0)
+	f.WriteAt([]byte("a change in the middle of a big file"), 7<<20)
+	f.Close()
+	sum := runSync(t, bin, p, s, "--state-dir", st)
+	if ok, out := testutil.VerifyPy(t, p, s, "--mtime-ns"); !ok {
+		t.Fatalf("delta sync does not verify:\n%s", out)
+	}
+	if sum.Stats.BytesSent > 256<<10 {
+		t.Errorf("a 36-byte change in a 16 MiB file sent %d bytes", sum.Stats.BytesSent)
+	}
+	t.Logf("delta sync sent %d bytes", sum.Stats.BytesSent)
+}

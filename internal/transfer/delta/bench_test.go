@@ -221,12 +221,3 @@ func BenchmarkRollingDifferent64MiB(b *testing.B) {
 	b.StopTimer()
 	cpu.report(b)
 }
-
-func BenchmarkWeakSum(b *testing.B) {
-	data := randBytes(3000, 16384)
-	wh := newWeakHasher(1, len(data))
-	b.SetBytes(int64(len(data)))
-	for i := 0; i < b.N; i++ {
-		wh.sum(data)
-	}
-}

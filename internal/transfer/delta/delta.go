@@ -93,7 +93,9 @@ func hashWrite(h hash.Hash, b []byte) {
 // are merged (a copy op covers at most 16 MiB, so that a receiver can start
 // patching while the delta streams) and literals come in chunks of at most
 // MaxLiteral bytes. It returns the SHA-256 of the new file. If emit returns
-// an error, ComputeDelta stops and returns it.
+// an error, ComputeDelta stops and returns it (after any Read in progress on
+// newFile has returned). The Data of a literal op points into ComputeDelta's
+// buffers and is only valid during the emit call.
 func ComputeDelta(sig *Signature, newFile io.Reader, emit func(Op) error) (sum [32]byte, err error) {
 	if err := sig.validate(); err != nil {
 		return sum, err

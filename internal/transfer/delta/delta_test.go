@@ -347,6 +347,24 @@ func TestComputeSignatureErrors(t *testing.T) {
 	if _, err := ComputeSignature(bytes.NewReader(data), -1); err == nil {
 		t.Error("negative size: no error")
 	}
+	for _, size := range []int64{1<<63 - 1, 1 << 62, MaxBlocks*MaxBlockSize + 1} {
+		if _, err := ComputeSignature(bytes.NewReader(data), size); err == nil {
+			t.Errorf("size %d: no error", size)
+		}
+		if bs := BlockSizeFor(size); bs != MaxBlockSize {
+			t.Errorf("BlockSizeFor(%d) = %d", size, bs)
+		}
+	}
+	huge := &Signature{BlockSize: 16, StrongLen: 4, FileSize: 1<<63 - 1}
+	if _, err := huge.MarshalBinary(); err == nil {
+		t.Error("huge signature marshaled")
+	}
+	if _, err := ComputeDelta(huge, bytes.NewReader(nil), func(Op) error { return nil }); err == nil {
+		t.Error("huge signature accepted by ComputeDelta")
+	}
+	if _, err := Patch(bytes.NewReader(nil), huge, func() (Op, error) { return Op{}, io.EOF }, io.Discard); err == nil {
+		t.Error("huge signature accepted by Patch")
+	}
 	if _, err := ComputeSignatureWith(bytes.NewReader(data), 5000, SignatureOptions{BlockSize: 8}); err == nil {
 		t.Error("tiny block size: no error")
 	}

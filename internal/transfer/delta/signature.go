@@ -57,7 +57,16 @@ func numBlocks(size int64, bs int) int64 {
 	if size <= 0 || bs <= 0 {
 		return 0
 	}
-	return (size + int64(bs) - 1) / int64(bs)
+	return ceilDiv(size, int64(bs))
+}
+
+// ceilDiv returns ceil(a/b) for a >= 0, b > 0, without overflow.
+func ceilDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 {
+		q++
+	}
+	return q
 }
 
 // BlockSizeFor returns the block size used for a file of the given size:
@@ -77,7 +86,7 @@ func BlockSizeFor(size int64) int {
 			bs = rsyncMinBlock
 		}
 	}
-	if need := (size + MaxBlocks - 1) / MaxBlocks; need > bs {
+	if need := ceilDiv(max(size, 0), MaxBlocks); need > bs {
 		bs = (need + 7) &^ 7
 	}
 	if bs > MaxBlockSize {
