@@ -51,7 +51,7 @@ const (
 	// a chunkCarry-byte gap into which the matcher moves the unconsumed tail
 	// of the previous chunk (at most a pending literal plus a block), so the
 	// data is never copied as a whole.
-	chunkData  = 2 << 20
+	chunkData  = 512 << 10
 	chunkCarry = MaxLiteral + MaxBlockSize
 	chunkSize  = chunkCarry + chunkData
 	readAhead  = 2

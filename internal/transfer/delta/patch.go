@@ -14,7 +14,7 @@ var ErrChecksumMismatch = errors.New("delta: reconstructed file checksum mismatc
 
 const (
 	patchBuffers = 4
-	patchBuffer  = 1 << 20
+	patchBuffer  = 256 << 10
 )
 
 // Patch rebuilds the new file into out from the old file and the ops

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,10 +19,12 @@ import (
 
 // TestRsyncCompare compares this package with rsync on the target workload:
 // files of 256 MiB (GEOREP_RSYNC_SIZE_MIB) of which 1 MiB changed as 4 runs
-// of 256 KiB at random offsets, GEOREP_RSYNC_FILES of them (default 1). It
-// runs only with GEOREP_RSYNC_COMPARE=1 and an rsync binary:
+// of 256 KiB at random offsets, GEOREP_RSYNC_FILES of them (default 1),
+// best of GEOREP_RSYNC_ROUNDS (default 3), GEOREP_RSYNC_PARALLEL files at a
+// time on our side (default 1), GEOREP_RSYNC_PHASES=1 for per-file phase
+// times. It runs only with GEOREP_RSYNC_COMPARE=1 and an rsync binary:
 //
-//	GEOREP_RSYNC_COMPARE=1 GEOREP_RSYNC_FILES=8 go test -run TestRsyncCompare -v ./internal/transfer/delta/
+//	GEOREP_RSYNC_COMPARE=1 GEOREP_RSYNC_FILES=8 go test -run TestRsyncCompare -v -timeout 30m ./internal/transfer/delta/
 //
 // rsync runs locally with --no-whole-file (a local copy is whole-file by
 // default) and --ignore-times, and its "Total bytes sent" + "Total bytes
@@ -40,6 +43,9 @@ func TestRsyncCompare(t *testing.T) {
 	files := envInt("GEOREP_RSYNC_FILES", 1)
 	size := envInt("GEOREP_RSYNC_SIZE_MIB", 256) << 20
 	rounds := envInt("GEOREP_RSYNC_ROUNDS", 3)
+	// Files transferred at once by our side (rsync pipelines the next file's
+	// signature with the current file's transfer; 1 is strictly sequential).
+	parallel := envInt("GEOREP_RSYNC_PARALLEL", 1)
 
 	dir := t.TempDir()
 	orig := filepath.Join(dir, "orig")
@@ -114,18 +120,38 @@ func TestRsyncCompare(t *testing.T) {
 		reset(odst)
 		start = time.Now()
 		sigBytes, deltaBytes = 0, 0
+		var (
+			mu   sync.Mutex
+			wg   sync.WaitGroup
+			errs []error
+		)
+		sem := make(chan struct{}, parallel)
 		for _, name := range names {
-			s, d := transferFile(t, filepath.Join(src, name), filepath.Join(odst, name))
-			sigBytes += s
-			deltaBytes += d
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				s, d, err := transferFile(t, filepath.Join(src, name), filepath.Join(odst, name))
+				mu.Lock()
+				defer mu.Unlock()
+				sigBytes += s
+				deltaBytes += d
+				if err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", name, err))
+				}
+			}()
 		}
+		wg.Wait()
 		ourTimes = append(ourTimes, time.Since(start))
+		if len(errs) > 0 {
+			t.Fatal(errs)
+		}
 		check(odst)
 	}
 
 	ours := sigBytes + deltaBytes
 	best := func(d []time.Duration) time.Duration { return slices.Min(d).Round(time.Millisecond) }
-	t.Logf("%d file(s) of %d MiB, 1 MiB changed in each (4 x 256 KiB), best of %d rounds", files, size>>20, rounds)
+	t.Logf("%d file(s) of %d MiB, 1 MiB changed in each (4 x 256 KiB), best of %d rounds, %d file(s) at a time on our side", files, size>>20, rounds, parallel)
 	t.Logf("rsync: %10d bytes on the wire (sent %d + received %d; literal %d), %v %v", sent+recv, sent, recv, literal, best(rsyncTimes), rsyncTimes)
 	t.Logf("delta: %10d bytes on the wire (delta %d + signature %d), %v %v", ours, deltaBytes, sigBytes, best(ourTimes), ourTimes)
 	t.Logf("ratio: bytes %.3f, time %.2f", float64(ours)/float64(sent+recv), best(ourTimes).Seconds()/best(rsyncTimes).Seconds())
@@ -136,32 +162,31 @@ func TestRsyncCompare(t *testing.T) {
 
 // transferFile brings dstPath up to date with srcPath through the delta
 // protocol and returns the signature and delta sizes.
-func transferFile(t *testing.T, srcPath, dstPath string) (sigBytes, deltaBytes int64) {
-	t.Helper()
+func transferFile(t *testing.T, srcPath, dstPath string) (sigBytes, deltaBytes int64, err error) {
 	oldF, err := os.Open(dstPath)
 	if err != nil {
-		t.Fatal(err)
+		return 0, 0, err
 	}
 	defer oldF.Close()
 	st, err := oldF.Stat()
 	if err != nil {
-		t.Fatal(err)
+		return 0, 0, err
 	}
 	// Secondary: signature.
 	t0 := time.Now()
 	sig, err := ComputeSignature(oldF, st.Size())
-	t1 := time.Now()
 	if err != nil {
-		t.Fatal(err)
+		return 0, 0, err
 	}
+	t1 := time.Now()
 	sb, err := sig.MarshalBinary()
 	if err != nil {
-		t.Fatal(err)
+		return 0, 0, err
 	}
 	// Primary: delta, streamed to the secondary.
 	var psig Signature
 	if err := psig.UnmarshalBinary(sb); err != nil {
-		t.Fatal(err)
+		return 0, 0, err
 	}
 	pr, pw := io.Pipe()
 	cw := &countWriter{}
@@ -183,7 +208,9 @@ func transferFile(t *testing.T, srcPath, dstPath string) (sigBytes, deltaBytes i
 	// Secondary: patch into a temporary file, then rename.
 	tmp, err := os.CreateTemp(filepath.Dir(dstPath), ".delta-*")
 	if err != nil {
-		t.Fatal(err)
+		pr.CloseWithError(err)
+		<-errc
+		return 0, 0, err
 	}
 	perr := PatchFrom(oldF, sig, NewDecoder(pr), tmp)
 	pr.CloseWithError(io.ErrClosedPipe)
@@ -194,17 +221,18 @@ func transferFile(t *testing.T, srcPath, dstPath string) (sigBytes, deltaBytes i
 		perr = err
 	}
 	if perr != nil {
-		t.Fatal(perr)
+		os.Remove(tmp.Name())
+		return 0, 0, perr
 	}
 	t2 := time.Now()
 	oldF.Close()
 	if err := os.Rename(tmp.Name(), dstPath); err != nil {
-		t.Fatal(err)
+		return 0, 0, err
 	}
 	if testing.Verbose() && os.Getenv("GEOREP_RSYNC_PHASES") == "1" {
 		t.Logf("%s: signature %v, delta+patch %v, close+rename %v", filepath.Base(dstPath), t1.Sub(t0).Round(time.Millisecond), t2.Sub(t1).Round(time.Millisecond), time.Since(t2).Round(time.Millisecond))
 	}
-	return int64(len(sb)), cw.n
+	return int64(len(sb)), cw.n, nil
 }
 
 func envInt(name string, def int) int {
