@@ -189,7 +189,7 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 		sum.Passes = pass
 		sess.ResetFailures()
 		start := time.Now().UnixNano()
-		job, err := sess.Crawl(ctx, stime, start)
+		job, err := sess.Crawl(ctx, stime)
 		if err != nil {
 			return stime, err
 		}

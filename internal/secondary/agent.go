@@ -54,6 +54,9 @@ type Agent struct {
 	strayMu sync.Mutex
 	strays  int
 
+	// sigs keeps the signatures handed out until their delta arrives.
+	sigs sync.Map // fileid.ID -> *delta.Signature
+
 	streamMu sync.Mutex
 	streams  map[uint64]*fileStream
 	work     sync.WaitGroup

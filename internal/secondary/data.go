@@ -7,14 +7,13 @@ import (
 	"io"
 	"os"
 	"strconv"
-	"strings"
-	"sync"
 
 	"github.com/georep/georep/internal/fileid"
 	"github.com/georep/georep/internal/protocol"
 	"github.com/georep/georep/internal/transfer/delta"
 	"github.com/georep/georep/internal/tree"
 	"github.com/georep/georep/internal/verify"
+	"github.com/georep/georep/internal/xattr"
 	"golang.org/x/sys/unix"
 )
 
@@ -277,9 +276,6 @@ func (a *Agent) replaceContent(id fileid.ID, tmp string, hint tree.Slot) error {
 	return nil
 }
 
-// sigCache keeps the signatures handed out until their delta arrives.
-var sigCache sync.Map // fileid.ID -> *delta.Signature
-
 func (a *Agent) signature(m *protocol.Sig) protocol.Message {
 	fd, err := openBeneath(a.rootFD, fileIndexPath(m.ID), unix.O_RDONLY|unix.O_NOFOLLOW)
 	if err != nil {
@@ -299,11 +295,9 @@ func (a *Agent) signature(m *protocol.Sig) protocol.Message {
 	if err != nil {
 		return &protocol.SigOK{Missing: true}
 	}
-	sigCache.Store(a.sigKey(m.ID), sig)
+	a.sigs.Store(m.ID, sig)
 	return &protocol.SigOK{Size: st.Size, Mtime: st.Mtim.Nano(), Signature: b}
 }
-
-func (a *Agent) sigKey(id fileid.ID) string { return strconv.Itoa(a.rootFD) + ":" + string(id) }
 
 // receiveDelta rebuilds a file from the old copy and a delta stream.
 func (a *Agent) receiveDelta(m *protocol.Delta, next func() (frame, bool)) protocol.Message {
@@ -311,7 +305,7 @@ func (a *Agent) receiveDelta(m *protocol.Delta, next func() (frame, bool)) proto
 	if e == nil || !e.ID.Valid() {
 		return fileErr(protocol.TDeltaOK, m.Stream, "", "", errors.New("protocol: first delta frame lacks an entry"))
 	}
-	v, ok := sigCache.LoadAndDelete(a.sigKey(e.ID))
+	v, ok := a.sigs.LoadAndDelete(e.ID)
 	drain := func() {
 		for cur := m; !cur.Last; {
 			fr, ok := next()
@@ -502,15 +496,9 @@ func (a *Agent) applyFakeStat(dirfd int, name string, e *tree.Entry) {
 	}
 }
 
-// syncedXattr reports whether georep carries an xattr name.
-func (a *Agent) syncedXattr(name string) bool {
-	if strings.HasPrefix(name, "user.georep.") {
-		return false
-	}
-	return strings.HasPrefix(name, "user.") || strings.HasPrefix(name, "security.") ||
-		name == "system.posix_acl_access" || name == "system.posix_acl_default" ||
-		(!a.fakeSuper && strings.HasPrefix(name, "trusted."))
-}
+// syncedXattr reports whether georep carries an xattr name; trusted.*
+// only when the agent is root (not fake-super).
+func (a *Agent) syncedXattr(name string) bool { return xattr.Synced(name, !a.fakeSuper) }
 
 // syncXattrs makes the synced xattrs of fd exactly xs.
 func (a *Agent) syncXattrs(fd int, xs []protocol.Xattr) error {
@@ -521,9 +509,12 @@ func (a *Agent) syncXattrs(fd int, xs []protocol.Xattr) error {
 			want[x.Name] = x.Value
 		}
 	}
-	have := listXattrs(p)
+	have := map[string][]byte{}
+	for _, x := range xattr.Read(p, a.syncedXattr) {
+		have[x.Name] = x.Value
+	}
 	for name := range have {
-		if _, ok := want[name]; !ok && a.syncedXattr(name) {
+		if _, ok := want[name]; !ok {
 			unix.Removexattr(p, name)
 		}
 	}
@@ -540,35 +531,6 @@ func (a *Agent) syncXattrs(fd int, xs []protocol.Xattr) error {
 		}
 	}
 	return firstErr
-}
-
-func listXattrs(p string) map[string][]byte {
-	out := map[string][]byte{}
-	sz, err := unix.Listxattr(p, nil)
-	if err != nil || sz == 0 {
-		return out
-	}
-	buf := make([]byte, sz)
-	sz, err = unix.Listxattr(p, buf)
-	if err != nil {
-		return out
-	}
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:sz]), "\x00"), "\x00") {
-		if name == "" {
-			continue
-		}
-		vsz, err := unix.Getxattr(p, name, nil)
-		if err != nil {
-			continue
-		}
-		v := make([]byte, vsz)
-		vsz, err = unix.Getxattr(p, name, v)
-		if err != nil {
-			continue
-		}
-		out[name] = v[:vsz]
-	}
-	return out
 }
 
 // limbo removes staged entries the primary no longer has and lists the rest.

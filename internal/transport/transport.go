@@ -205,11 +205,3 @@ func dialSSH(ctx context.Context, dst Destination, opts Options) (io.ReadWriteCl
 	context.AfterFunc(ctx, func() { c.Close() })
 	return c, nil
 }
-
-// PID returns the ssh process id of a remote connection (0 for local).
-func PID(rwc io.ReadWriteCloser) int {
-	if c, ok := rwc.(*sshConn); ok && c.cmd.Process != nil {
-		return c.cmd.Process.Pid
-	}
-	return 0
-}

@@ -17,6 +17,7 @@ import (
 	"github.com/georep/georep/internal/protocol"
 	"github.com/georep/georep/internal/transfer/delta"
 	"github.com/georep/georep/internal/tree"
+	"github.com/georep/georep/internal/xattr"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
@@ -84,41 +85,17 @@ func (s *Session) applyOps(ctx context.Context, job *Job) error {
 	if len(ops) == 0 {
 		return nil
 	}
-	var wg sync.WaitGroup
-	var connErr error
-	var mu sync.Mutex
-	for start := 0; start < len(ops); start += opsPerMessage {
-		chunk := ops[start:min(start+opsPerMessage, len(ops))]
-		wg.Add(1)
-		err := s.conn.Send(&protocol.Apply{Ops: chunk}, func(m protocol.Message, err error) bool {
-			defer wg.Done()
-			if err != nil {
-				mu.Lock()
-				connErr = err
-				mu.Unlock()
-				return true
+	err := sendChunked(ctx, s, ops, opsPerMessage,
+		func(c []plan.Op) protocol.Message { return &protocol.Apply{Ops: c} },
+		func(m protocol.Message) []protocol.OpError { return m.(*protocol.ApplyOK).Errors },
+		func(op plan.Op, oe protocol.OpError) {
+			slot := op.To
+			if op.Kind == plan.Stage || op.Kind == plan.Unlink {
+				slot = op.From
 			}
-			for _, oe := range m.(*protocol.ApplyOK).Errors {
-				if oe.Index < 0 || oe.Index >= len(chunk) {
-					continue
-				}
-				op := chunk[oe.Index]
-				slot := op.To
-				if op.Kind == plan.Stage || op.Kind == plan.Unlink {
-					slot = op.From
-				}
-				s.fail(Failure{ID: op.ID, Path: s.pathOf(job, op.ID, slot), Op: op.Kind.String(), Error: oe.Msg, Errno: oe.Errno})
-			}
-			return true
+			s.fail(Failure{ID: op.ID, Path: s.pathOf(job, op.ID, slot), Op: op.Kind.String(), Error: oe.Msg, Errno: oe.Errno})
 		})
-		if err != nil {
-			return err // the callback saw the error
-		}
-	}
-	if err := s.conn.Flush(); err != nil {
-		return err
-	}
-	if err := waitCtx(ctx, &wg); err != nil {
+	if err != nil {
 		return err
 	}
 	s.count(func(st *Stats) {
@@ -134,6 +111,45 @@ func (s *Session) applyOps(ctx context.Context, job *Job) error {
 			}
 		}
 	})
+	return nil
+}
+
+// sendChunked sends items in pipelined messages of at most per items
+// (wrap builds a message), waits for every answer, and hands each item the
+// secondary reports as failed to onErr. A broken connection is the error.
+func sendChunked[T any](ctx context.Context, s *Session, items []T, per int, wrap func([]T) protocol.Message,
+	errsOf func(protocol.Message) []protocol.OpError, onErr func(T, protocol.OpError)) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var connErr error
+	for start := 0; start < len(items); start += per {
+		chunk := items[start:min(start+per, len(items))]
+		wg.Add(1)
+		err := s.conn.Send(wrap(chunk), func(m protocol.Message, err error) bool {
+			defer wg.Done()
+			if err != nil {
+				mu.Lock()
+				connErr = err
+				mu.Unlock()
+				return true
+			}
+			for _, oe := range errsOf(m) {
+				if oe.Index >= 0 && oe.Index < len(chunk) {
+					onErr(chunk[oe.Index], oe)
+				}
+			}
+			return true
+		})
+		if err != nil {
+			return err // the callback saw the error
+		}
+	}
+	if err := s.conn.Flush(); err != nil {
+		return err
+	}
+	if err := waitCtx(ctx, &wg); err != nil {
+		return err
+	}
 	return connErr
 }
 
@@ -331,7 +347,7 @@ func (s *Session) sendFile(ctx context.Context, job *Job, t dataTask, window *by
 	}
 	var xattrs []protocol.Xattr
 	if !s.cfg.NoXattrs {
-		xattrs = readXattrs(procPath(int(f.Fd())), s.Hello != nil)
+		xattrs = readXattrs(procPath(int(f.Fd())))
 	}
 	if t.mode == protocol.FileReplace && e.Size >= deltaThreshold && t.old != nil && t.old.Size >= deltaThreshold {
 		return s.sendDelta(ctx, job, f, e, t, window, pending, filesDone, bytesDone, path)
@@ -585,42 +601,12 @@ func (d *deltaSender) flush(last bool) error {
 
 func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
-// readXattrs reads the xattrs georep carries: user.*, security.*, POSIX ACLs,
-// and trusted.* when running as root.
-func readXattrs(p string, _ bool) []protocol.Xattr {
-	sz, err := unix.Listxattr(p, nil)
-	if err != nil || sz == 0 {
-		return nil
-	}
-	buf := make([]byte, sz+256)
-	sz, err = unix.Listxattr(p, buf)
-	if err != nil {
-		return nil
-	}
+// readXattrs reads the xattrs georep carries (see package xattr).
+func readXattrs(p string) []protocol.Xattr {
 	root := os.Geteuid() == 0
 	var out []protocol.Xattr
-	for _, name := range strings.Split(strings.TrimRight(string(buf[:sz]), "\x00"), "\x00") {
-		switch {
-		case name == "":
-			continue
-		case strings.HasPrefix(name, "user.georep."):
-			continue
-		case strings.HasPrefix(name, "user."), strings.HasPrefix(name, "security."),
-			name == "system.posix_acl_access", name == "system.posix_acl_default":
-		case strings.HasPrefix(name, "trusted.") && root:
-		default:
-			continue
-		}
-		vsz, err := unix.Getxattr(p, name, nil)
-		if err != nil {
-			continue
-		}
-		v := make([]byte, vsz)
-		vsz, err = unix.Getxattr(p, name, v)
-		if err != nil {
-			continue
-		}
-		out = append(out, protocol.Xattr{Name: name, Value: v[:vsz]})
+	for _, x := range xattr.Read(p, func(n string) bool { return xattr.Synced(n, root) }) {
+		out = append(out, protocol.Xattr{Name: x.Name, Value: x.Value})
 	}
 	return out
 }
@@ -660,40 +646,17 @@ func (s *Session) applyMeta(ctx context.Context, job *Job) error {
 		}
 		items = append(items, it)
 	}
-	var wg sync.WaitGroup
-	var connErr error
-	var mu sync.Mutex
-	for start := 0; start < len(items); start += metaPerMessage {
-		chunk := items[start:min(start+metaPerMessage, len(items))]
-		wg.Add(1)
-		err := s.conn.Send(&protocol.Meta{Items: chunk}, func(m protocol.Message, err error) bool {
-			defer wg.Done()
-			if err != nil {
-				mu.Lock()
-				connErr = err
-				mu.Unlock()
-				return true
-			}
-			for _, oe := range m.(*protocol.MetaOK).Errors {
-				if oe.Index >= 0 && oe.Index < len(chunk) {
-					it := chunk[oe.Index]
-					s.fail(Failure{ID: it.Entry.ID, Path: s.pathOf(job, it.Entry.ID, it.Hint), Op: "META", Error: oe.Msg, Errno: oe.Errno})
-				}
-			}
-			return true
+	err := sendChunked(ctx, s, items, metaPerMessage,
+		func(c []protocol.MetaItem) protocol.Message { return &protocol.Meta{Items: c} },
+		func(m protocol.Message) []protocol.OpError { return m.(*protocol.MetaOK).Errors },
+		func(it protocol.MetaItem, oe protocol.OpError) {
+			s.fail(Failure{ID: it.Entry.ID, Path: s.pathOf(job, it.Entry.ID, it.Hint), Op: "META", Error: oe.Msg, Errno: oe.Errno})
 		})
-		if err != nil {
-			return err // the callback saw the error
-		}
-	}
-	if err := s.conn.Flush(); err != nil {
-		return err
-	}
-	if err := waitCtx(ctx, &wg); err != nil {
+	if err != nil {
 		return err
 	}
 	s.count(func(st *Stats) { st.Metadata += len(items) })
-	return connErr
+	return nil
 }
 
 // statPrimary returns the current metadata (and xattrs) of a primary file.
@@ -716,7 +679,7 @@ func (s *Session) statPrimary(job *Job, e *tree.Entry, withXattrs bool) (*tree.E
 	out := &tree.Entry{Meta: tree.Meta{Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}}
 	var xs []protocol.Xattr
 	if withXattrs && tree.KindOf(st.Mode) != tree.KindSymlink {
-		xs = readXattrs(procPath(fd), true)
+		xs = readXattrs(procPath(fd))
 	}
 	return out, xs, nil
 }

@@ -22,8 +22,6 @@ type Job struct {
 	// paths gives a source-relative path per ID, for messages and for
 	// reading by path when handles are not available.
 	paths map[fileid.ID]string
-	// CrawlStart is when the primary walk began (the stime a crawl earns).
-	CrawlStart int64
 }
 
 // DataItem is a known file whose content must be updated.
@@ -93,7 +91,7 @@ func (s *Session) listSecondary(ctx context.Context) ([]*tree.Entry, *protocol.L
 // returns the job that makes them equal. stime is the last time the
 // secondary was known in sync (0 = never): a file whose ctime is newer gets
 // its metadata (xattrs and ACLs included) re-applied.
-func (s *Session) Crawl(ctx context.Context, stime int64, start int64) (*Job, error) {
+func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
 	type walkRes struct {
 		entries []tree.Entry
 		root    tree.Entry
@@ -121,7 +119,6 @@ func (s *Session) Crawl(ctx context.Context, stime int64, start int64) (*Job, er
 		prim[i] = &w.entries[i]
 	}
 	job := diff(prim, &w.root, secEntries, end, s.rootID, stime)
-	job.CrawlStart = start
 	return job, nil
 }
 
