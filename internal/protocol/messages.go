@@ -51,8 +51,24 @@ type Message interface {
 	Decode(d *Dec)
 }
 
+// Message types outside the core set register here (from init functions
+// in their own files), so features can add messages without touching the
+// core switch. Ranges: 40-49 bulk data, 50-59 verify, 60-69 reserved.
+var registered = map[Type]func() Message{}
+
+// Register adds a message type; it panics on a clash (a programming error).
+func Register(t Type, mk func() Message) {
+	if _, dup := registered[t]; dup || t < 40 {
+		panic(fmt.Sprintf("protocol: message type %d registered twice or in the core range", t))
+	}
+	registered[t] = mk
+}
+
 // New returns an empty message of type t.
 func New(t Type) (Message, error) {
+	if mk, ok := registered[t]; ok {
+		return mk(), nil
+	}
 	switch t {
 	case TError:
 		return &Error{}, nil
