@@ -48,8 +48,9 @@ type Agent struct {
 	idx       *index
 	fakeSuper bool
 
-	fdMu    sync.Mutex
-	fdCache map[fileid.ID]int
+	fdMu      sync.Mutex
+	fdCache   map[fileid.ID]int
+	graveyard []int
 
 	strayMu sync.Mutex
 	strays  int
@@ -197,6 +198,7 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 			a.rep.Reply(f.ReqID, reply)
 		}
 		a.rep.Flush()
+		a.buryFDs() // a barrier ran alone: nothing holds a descriptor now
 	}
 }
 
@@ -212,7 +214,9 @@ func (a *Agent) async(fn func()) {
 }
 
 func (a *Agent) close() {
+	a.work.Wait()
 	a.forgetAllFDs()
+	a.buryFDs()
 	if a.tmpFD >= 0 {
 		unix.Close(a.tmpFD)
 	}

@@ -257,13 +257,16 @@ func (a *Agent) replaceContent(id fileid.ID, tmp string, hint tree.Slot) error {
 	if err != nil {
 		return err
 	}
-	defer unix.Close(src)
+	// The *os.File owns the descriptor (its finalizer closes it): close it
+	// only through the File, never with unix.Close as well.
+	sf := os.NewFile(uintptr(src), tmp)
+	defer sf.Close()
 	dst, err := openBeneath(a.rootFD, fileIndexPath(id), unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(dst)
-	sf, df := os.NewFile(uintptr(src), tmp), os.NewFile(uintptr(dst), "dst")
+	df := os.NewFile(uintptr(dst), "dst")
+	defer df.Close()
 	if _, err := io.Copy(df, sf); err != nil {
 		return fmt.Errorf("rewrite in place: %w", err)
 	}

@@ -61,7 +61,7 @@ func (a *Agent) dirFD(id fileid.ID) (int, error) {
 			a.fdMu.Unlock()
 			return fd, nil
 		}
-		unix.Close(fd)
+		a.graveyard = append(a.graveyard, fd)
 		delete(a.fdCache, id)
 	}
 	a.fdMu.Unlock()
@@ -80,7 +80,7 @@ func (a *Agent) dirFD(id fileid.ID) (int, error) {
 	a.fdMu.Lock()
 	if len(a.fdCache) >= 512 {
 		for k, v := range a.fdCache {
-			unix.Close(v)
+			a.graveyard = append(a.graveyard, v)
 			delete(a.fdCache, k)
 			if len(a.fdCache) < 384 {
 				break
@@ -92,10 +92,14 @@ func (a *Agent) dirFD(id fileid.ID) (int, error) {
 	return fd, nil
 }
 
+// Cached descriptors are handed out without reference counts, so one that
+// leaves the cache may still be in use by the op (or the file writes) that
+// got it: it goes to the graveyard, closed only when no work is running.
+
 func (a *Agent) forgetFD(id fileid.ID) {
 	a.fdMu.Lock()
 	if fd, ok := a.fdCache[id]; ok {
-		unix.Close(fd)
+		a.graveyard = append(a.graveyard, fd)
 		delete(a.fdCache, id)
 	}
 	a.fdMu.Unlock()
@@ -104,9 +108,20 @@ func (a *Agent) forgetFD(id fileid.ID) {
 func (a *Agent) forgetAllFDs() {
 	a.fdMu.Lock()
 	for k, v := range a.fdCache {
-		unix.Close(v)
+		a.graveyard = append(a.graveyard, v)
 		delete(a.fdCache, k)
 	}
+	a.fdMu.Unlock()
+}
+
+// buryFDs closes the descriptors that left the cache. Call it only when no
+// operation or file write is running.
+func (a *Agent) buryFDs() {
+	a.fdMu.Lock()
+	for _, fd := range a.graveyard {
+		unix.Close(fd)
+	}
+	a.graveyard = a.graveyard[:0]
 	a.fdMu.Unlock()
 }
 
