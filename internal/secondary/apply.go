@@ -392,7 +392,21 @@ func (a *Agent) adopt(id fileid.ID, s tree.Slot, e *tree.Entry) error {
 		return err
 	}
 	if err := unix.Linkat(pfd, s.Name, a.rootFD, fileIndexPath(id), 0); err != nil {
-		return err
+		if !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		// The index holds another inode for this ID (a crash between
+		// replacing a file's content and re-linking the index): the copy in
+		// the tree is the newer one; it takes the index entry.
+		tmp := idName(id) + ".adopt.new"
+		unix.Unlinkat(a.tmpFD, tmp, 0)
+		if err := unix.Linkat(pfd, s.Name, a.tmpFD, tmp, 0); err != nil {
+			return err
+		}
+		if err := a.installIndex(id, tmp); err != nil {
+			return err
+		}
+		return nil
 	}
 	a.idx.mu.Lock()
 	a.idx.files[id] = st.Ino

@@ -102,11 +102,21 @@ type listDir struct {
 // content has no slots until they are adopted. Directory records found out
 // of date are repaired on the way.
 func (a *Agent) list(reqID uint64) error {
+	// Staged directories (left between two places by a crash) are walked
+	// too, so what they hold is seen and not sent again.
+	start := []listDir{{rel: ".", id: a.rootID}}
+	a.idx.mu.Lock()
+	for id, rec := range a.idx.dirs {
+		if rec.parent == stagedParent {
+			start = append(start, listDir{rel: stagePath(id), id: id})
+		}
+	}
+	a.idx.mu.Unlock()
 	var (
 		mu      sync.Mutex
 		cond    = sync.NewCond(&mu)
-		queue   = []listDir{{rel: ".", id: a.rootID}}
-		pending = 1
+		queue   = start
+		pending = len(start)
 		count   int64
 		werr    error
 	)

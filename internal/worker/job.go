@@ -228,7 +228,13 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 			continue
 		}
 		if old == nil {
-			continue // staged on the secondary: handled by Move; compare next time
+			// Held by the secondary but linked nowhere in its tree (a crash
+			// left it aside): it is linked back; its content may be stale.
+			if e.Kind == tree.KindRegular && in.IDs[e.ID].Exists {
+				job.Data = append(job.Data, DataItem{Entry: e, Hint: e.Slot, Old: &tree.Entry{Size: e.Size}})
+				job.Meta = append(job.Meta, MetaItem{Entry: e, Hint: e.Slot, Full: true})
+			}
+			continue
 		}
 		dataDiff := e.Kind == tree.KindRegular && (old.Size != e.Size || old.Meta.Mtime != e.Meta.Mtime)
 		if dataDiff {

@@ -1,0 +1,433 @@
+// Package continuous owns continuous replication of one session: the
+// change journal on the primary, and a worker loop that takes the closed
+// changelogs newer than the stime in batches, applies them, advances the
+// stime on both sides and deletes the changelogs it no longer needs. A gap
+// the journal cannot vouch for (first start, restart, queue overflow) is
+// covered by a crawl. A lost secondary is reconnected with backoff. Without
+// fanotify (no CAP_SYS_ADMIN, or no FID reporting) it says so and falls back
+// to periodic crawls. `georep run` and the daemon's workers are built on it.
+package continuous
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/georep/georep/internal/changelog"
+	"github.com/georep/georep/internal/journal"
+	"github.com/georep/georep/internal/state"
+	"github.com/georep/georep/internal/worker"
+)
+
+// Config describes one continuously replicated session.
+type Config struct {
+	// Worker is the replication setup (source, destination, ssh, jobs ...).
+	Worker worker.Config
+	// Dir is the session's state directory: changelogs/, stime,
+	// failures.json are kept there.
+	Dir string
+	// RolloverInterval bounds how long a changelog stays open (default 1s).
+	RolloverInterval time.Duration
+	// ChangeInterval is the longest the worker waits before looking for new
+	// changelogs when not notified (default 1s).
+	ChangeInterval time.Duration
+	// BatchSize is the most records taken into one batch (default 50000).
+	BatchSize int
+	// CrawlInterval is the period of crawls when the journal is unavailable
+	// (default 10s).
+	CrawlInterval time.Duration
+	// MaxBackoff caps the reconnect backoff (default 30s).
+	MaxBackoff time.Duration
+	// Paused, when it returns true, holds the worker between batches.
+	Paused func() bool
+	Logger *slog.Logger
+	// journalQueue is a test hook for the journal's queue size.
+	JournalQueueSize int
+}
+
+// Worker states and crawl statuses, as `georep status` shows them.
+const (
+	StateInitializing = "Initializing"
+	StateActive       = "Active"
+	StatePaused       = "Paused"
+	StateFaulty       = "Faulty"
+	CrawlHybrid       = "Hybrid Crawl"
+	CrawlChangelog    = "Changelog Crawl"
+)
+
+// Status is a snapshot of a running session.
+type Status struct {
+	State             string    `json:"state"`
+	Crawl             string    `json:"crawl_status"`
+	Stime             int64     `json:"stime_ns"`
+	LastSynced        time.Time `json:"last_synced"`
+	LagSeconds        float64   `json:"lag_seconds"`
+	PendingEntry      int       `json:"pending_entry"`
+	PendingData       int       `json:"pending_data"`
+	PendingMeta       int       `json:"pending_meta"`
+	Failures          int       `json:"failures"`
+	FilesSynced       int64     `json:"files_synced"`
+	BytesSynced       int64     `json:"bytes_synced"`
+	EntriesSynced     int64     `json:"entries_synced"`
+	Batches           int64     `json:"batches"`
+	Crawls            int64     `json:"crawls"`
+	LastError         string    `json:"last_error,omitempty"`
+	JournalMode       string    `json:"journal"` // "fanotify" or "periodic crawl"
+	JournalEvents     uint64    `json:"journal_events"`
+	JournalOverflows  uint64    `json:"journal_overflows"`
+	PendingChangelogs int       `json:"pending_changelogs"`
+	Updated           time.Time `json:"updated"`
+}
+
+// Reporter receives status snapshots.
+type Reporter func(Status)
+
+type runner struct {
+	cfg    Config
+	log    *slog.Logger
+	report Reporter
+	mu     sync.Mutex
+	st     Status
+	jr     *journal.Journal
+	clDir  string
+}
+
+func (r *runner) update(fn func(*Status)) {
+	r.mu.Lock()
+	fn(&r.st)
+	r.st.Updated = time.Now()
+	if r.jr != nil {
+		js := r.jr.Stats()
+		r.st.JournalEvents, r.st.JournalOverflows = js.Events, js.Overflows
+	}
+	st := r.st
+	r.mu.Unlock()
+	if r.report != nil {
+		r.report(st)
+	}
+}
+
+// Run replicates until ctx is done (returns nil) or a fatal error.
+func Run(ctx context.Context, cfg Config, report Reporter) error {
+	if cfg.RolloverInterval <= 0 {
+		cfg.RolloverInterval = time.Second
+	}
+	if cfg.ChangeInterval <= 0 {
+		cfg.ChangeInterval = time.Second
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 50000
+	}
+	if cfg.CrawlInterval <= 0 {
+		cfg.CrawlInterval = 10 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	src, err := filepath.Abs(cfg.Worker.Source)
+	if err != nil {
+		return err
+	}
+	cfg.Worker.Source = src
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return fmt.Errorf("session directory: %w", err)
+	}
+	r := &runner{cfg: cfg, log: log, report: report, clDir: filepath.Join(cfg.Dir, "changelogs")}
+	r.st.State, r.st.Crawl = StateInitializing, CrawlHybrid
+	if st, err := state.ReadStime(filepath.Join(cfg.Dir, "stime")); err == nil && st > 0 {
+		r.st.Stime, r.st.LastSynced = st, time.Unix(0, st)
+	}
+	absDir, _ := filepath.Abs(cfg.Dir)
+	cfg.Worker.ExcludePaths = append(cfg.Worker.ExcludePaths, absDir)
+	r.cfg = cfg
+	r.update(func(*Status) {})
+
+	jr, err := journal.Open(journal.Config{Roots: []journal.Root{{Path: src, Dir: r.clDir}}, Exclude: []string{absDir},
+		RolloverInterval: cfg.RolloverInterval, QueueSize: cfg.JournalQueueSize, Logger: log.With("part", "journal")})
+	if err != nil {
+		if !errors.Is(err, journal.ErrUnsupported) {
+			return fmt.Errorf("journal: %w", err)
+		}
+		log.Warn("no change journal; falling back to a periodic crawl", "every", cfg.CrawlInterval, "reason", err)
+		r.update(func(s *Status) { s.JournalMode = "periodic crawl" })
+		return r.loop(ctx, nil)
+	}
+	r.jr = jr
+	r.update(func(s *Status) { s.JournalMode = "fanotify" })
+	jctx, stopJournal := context.WithCancel(context.Background())
+	jdone := make(chan error, 1)
+	go func() { jdone <- jr.Run(jctx) }()
+	defer func() {
+		stopJournal()
+		<-jdone
+	}()
+	select {
+	case <-jr.Ready():
+	case err := <-jdone:
+		return fmt.Errorf("journal: %w", err)
+	case <-ctx.Done():
+		return nil
+	}
+	return r.loop(ctx, jdone)
+}
+
+// loop keeps a session connected and processes batches; connection losses
+// are retried with exponential backoff.
+func (r *runner) loop(ctx context.Context, jdone chan error) error {
+	backoff := 500 * time.Millisecond
+	for {
+		sess, err := worker.Connect(ctx, r.cfg.Worker)
+		if err == nil {
+			backoff = 500 * time.Millisecond
+			r.update(func(s *Status) { s.State, s.LastError = StateActive, "" })
+			err = r.serve(ctx, sess, jdone)
+			sess.Close()
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil && !worker.IsConnectionError(err) && !errors.Is(err, errRetry) {
+			r.update(func(s *Status) { s.State, s.LastError = StateFaulty, err.Error() })
+			return err
+		}
+		r.log.Warn("secondary unavailable; retrying", "in", backoff, "err", err)
+		r.update(func(s *Status) { s.State, s.LastError = StateFaulty, errString(err) })
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			return nil
+		}
+		backoff = min(2*backoff, r.cfg.MaxBackoff)
+	}
+}
+
+var errRetry = errors.New("retry")
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// serve processes batches on one connection until it breaks.
+func (r *runner) serve(ctx context.Context, sess *worker.Session, jdone chan error) error {
+	var notify <-chan struct{}
+	if r.jr != nil {
+		notify = r.jr.Notify()
+	}
+	if r.jr == nil {
+		// Periodic crawls only.
+		for {
+			if err := r.crawl(ctx, sess); err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(r.cfg.CrawlInterval):
+			}
+		}
+	}
+	tick := time.NewTicker(r.cfg.ChangeInterval)
+	defer tick.Stop()
+	for {
+		for r.cfg.Paused != nil && r.cfg.Paused() {
+			r.update(func(s *Status) { s.State = StatePaused })
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		r.update(func(s *Status) {
+			if s.State == StatePaused {
+				s.State = StateActive
+			}
+		})
+		more, err := r.batch(ctx, sess)
+		if err != nil {
+			return err
+		}
+		if more {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-jdone:
+			return fmt.Errorf("journal stopped: %w", err)
+		case <-notify:
+		case <-tick.C:
+		case <-sess.Conn().Done():
+			return sess.Conn().Err()
+		}
+	}
+}
+
+// batch takes the next changelogs, applies them and advances the stime. It
+// reports whether more changelogs are waiting.
+func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) {
+	files, err := changelog.List(r.clDir)
+	if err != nil {
+		return false, err
+	}
+	r.update(func(s *Status) {
+		s.PendingChangelogs = len(files)
+		if len(files) == 0 {
+			s.LagSeconds = 0
+			s.Crawl = CrawlChangelog
+		}
+	})
+	if len(files) == 0 {
+		return false, nil
+	}
+	var recs []changelog.Record
+	var taken []changelog.FileInfo
+	var end, oldest int64
+	for _, f := range files {
+		h, rs, tr, err := changelog.ReadFile(f.Path)
+		if err != nil {
+			// A corrupt changelog cannot be trusted: crawl instead.
+			r.log.Error("unreadable changelog; crawling instead", "file", f.Path, "err", err)
+			rs = []changelog.Record{{Type: changelog.Gap, From: 0, To: time.Now().UnixNano(), Reason: "unreadable changelog"}}
+			tr.End = time.Now().UnixNano()
+		}
+		if oldest == 0 {
+			oldest = h.Start
+		}
+		recs = append(recs, rs...)
+		taken = append(taken, f)
+		end = tr.End
+		if len(recs) >= r.cfg.BatchSize {
+			break
+		}
+	}
+	if oldest > 0 {
+		r.update(func(s *Status) { s.LagSeconds = time.Since(time.Unix(0, oldest)).Seconds() })
+	}
+	job, err := sess.BatchJob(ctx, recs)
+	crawled := false
+	if errors.Is(err, worker.ErrNeedCrawl) {
+		r.log.Info("crawling", "why", err)
+		r.update(func(s *Status) { s.Crawl = CrawlHybrid })
+		job, err = sess.Crawl(ctx, r.st.Stime)
+		crawled = true
+		r.update(func(s *Status) { s.Crawls++ })
+	}
+	if err != nil {
+		return false, err
+	}
+	if err := r.execute(ctx, sess, job); err != nil {
+		return false, err
+	}
+	if err := r.commit(ctx, sess, end); err != nil {
+		return false, err
+	}
+	for _, f := range taken {
+		os.Remove(f.Path)
+	}
+	r.update(func(s *Status) {
+		s.Batches++
+		if !crawled {
+			s.Crawl = CrawlChangelog
+		}
+		s.PendingChangelogs = len(files) - len(taken)
+		if s.PendingChangelogs == 0 {
+			s.LagSeconds = 0
+		}
+	})
+	r.log.Debug("batch applied", "changelogs", len(taken), "records", len(recs), "job", job.String(), "crawl", crawled)
+	return len(taken) < len(files), nil
+}
+
+func (r *runner) crawl(ctx context.Context, sess *worker.Session) error {
+	start := time.Now().UnixNano()
+	r.update(func(s *Status) { s.Crawl = CrawlHybrid })
+	job, err := sess.Crawl(ctx, r.st.Stime)
+	if err != nil {
+		return err
+	}
+	if err := r.execute(ctx, sess, job); err != nil {
+		return err
+	}
+	r.update(func(s *Status) { s.Crawls++ })
+	return r.commit(ctx, sess, start)
+}
+
+// execute applies a job; items that fail are recorded and counted, and
+// replication goes on (they are retried by `georep resync` or the next
+// change). A broken connection is returned.
+func (r *runner) execute(ctx context.Context, sess *worker.Session, job *worker.Job) error {
+	r.update(func(s *Status) {
+		s.PendingEntry, s.PendingData, s.PendingMeta = len(job.Plan.Ops), len(job.Plan.NewFiles)+len(job.Data), len(job.Meta)
+	})
+	before := sess.Stats()
+	sess.ResetFailures()
+	err := sess.Execute(ctx, job)
+	after := sess.Stats()
+	r.update(func(s *Status) {
+		s.PendingEntry, s.PendingData, s.PendingMeta = 0, 0, 0
+		s.FilesSynced += int64(after.DataFiles - before.DataFiles)
+		s.BytesSynced += after.DataBytes - before.DataBytes
+		s.EntriesSynced += int64(after.Entries - before.Entries)
+	})
+	if err != nil && worker.IsFailures(err) {
+		r.recordFailures(after.FailureList)
+		for _, f := range after.FailureList {
+			if isEnvironmental(f.Errno) {
+				// The secondary cannot take anything now (full disk, read-only,
+				// I/O error): do not advance the stime past data it lacks.
+				return fmt.Errorf("%w: %s %s: %s", errRetry, f.Op, f.Path, f.Error)
+			}
+		}
+		return nil
+	}
+	return err
+}
+
+func (r *runner) recordFailures(list []worker.Failure) {
+	path := filepath.Join(r.cfg.Dir, "failures.json")
+	var all []worker.Failure
+	state.ReadJSON(path, &all)
+	all = append(all, list...)
+	if len(all) > 10000 {
+		all = all[len(all)-10000:]
+	}
+	state.WriteJSON(path, all)
+	r.update(func(s *Status) { s.Failures = len(all) })
+}
+
+// commit records the stime on the secondary (after syncfs) and here.
+func (r *runner) commit(ctx context.Context, sess *worker.Session, stime int64) error {
+	if stime <= r.st.Stime {
+		return nil
+	}
+	if err := sess.CommitStime(ctx, stime); err != nil {
+		return err
+	}
+	if err := state.WriteStime(filepath.Join(r.cfg.Dir, "stime"), stime); err != nil {
+		return err
+	}
+	r.update(func(s *Status) { s.Stime, s.LastSynced = stime, time.Unix(0, stime) })
+	return nil
+}
+
+// isEnvironmental reports errnos that say the secondary as a whole cannot
+// take changes now, as opposed to one entry being unsyncable.
+func isEnvironmental(errno uint32) bool {
+	switch syscallErrno(errno) {
+	case "ENOSPC", "EDQUOT", "EROFS", "EIO":
+		return true
+	}
+	return false
+}
