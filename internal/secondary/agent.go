@@ -192,7 +192,11 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 		case *protocol.Hash:
 			reply = a.hash(m)
 		default:
-			reply = &protocol.Error{Msg: fmt.Sprintf("protocol: unexpected message %T", m)}
+			if h, ok := extraHandlers[m.Type()]; ok {
+				reply = h(a, f.ReqID, m)
+			} else {
+				reply = &protocol.Error{Msg: fmt.Sprintf("protocol: unexpected message %T", m)}
+			}
 		}
 		if reply != nil {
 			a.rep.Reply(f.ReqID, reply)
