@@ -3,12 +3,13 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
+	"time"
 
 	"github.com/georep/georep/internal/cli"
 	"github.com/georep/georep/internal/transport"
 	"github.com/georep/georep/internal/verify"
+	"github.com/georep/georep/internal/worker"
 )
 
 func init() {
@@ -21,9 +22,15 @@ device numbers, user/security xattrs and POSIX ACLs, and hardlink groups.
 georep's private .georep at the replica's root is ignored. Prints the first
 differences and a count per kind; exits 0 only when the trees match.
 
+DST is a local path or [user@]host:/path. A remote replica is read by the
+secondary agent, started over ssh as for 'georep sync': it walks the replica
+beneath its root and hashes file content there, so only metadata and
+digests cross the network.
+
 example:
   georep verify /srv/data /backup/data
-  georep verify /srv/data /backup/data --fake-super   # replica made by a non-root secondary`
+  georep verify /srv/data /backup/data --fake-super   # replica made by a non-root secondary
+  georep verify /srv/data backup@dr-site:/srv/data --ssh-command "ssh -p 2222"`
 
 func runVerify(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
@@ -36,6 +43,10 @@ func runVerify(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.DirMtime, "dir-mtime", false, "compare directory mtimes too")
 	fs.IntVar(&o.Show, "show", 20, "differences to print")
 	fs.Var(&excludes, "exclude", "top-level name to ignore on both sides (repeatable)")
+	sshCommand := fs.String("ssh-command", "", `ssh command for a remote DST, e.g. "ssh -p 2222 -i KEY" (default ssh)`)
+	remoteGeorep := fs.String("remote-georep", "", "georep command on the secondary host (default georep)")
+	jobs := fs.Int("jobs", 0, "files hashed in parallel on a remote secondary (default fitted to its machine)")
+	verbose := fs.Bool("v", false, "log details to stderr")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		if err == flag.ErrHelp {
@@ -51,12 +62,32 @@ func runVerify(ctx context.Context, args []string) error {
 	if err != nil {
 		return cli.Usagef("%v", err)
 	}
-	if dst.Host != "" {
-		return fmt.Errorf("verify of a remote replica: run 'georep verify' on the secondary host against a copy, or mount it; remote verify is not built yet")
-	}
 	replica := verify.Local(dst.Path)
 	if *fake {
 		replica = verify.LocalFakeSuper(dst.Path)
+	}
+	if dst.Host != "" {
+		log := cli.Logger(os.Stderr, *verbose, "text")
+		started := time.Now()
+		replica = verify.Remote(verify.RemoteConfig{
+			Name:      dst.String(),
+			FakeSuper: *fake,
+			Jobs:      *jobs,
+			// The handshake carries SRC's root ID, as a sync's does: the
+			// agent keeps its index for that primary.
+			Connect: func(ctx context.Context) (verify.RemoteSession, error) {
+				sess, err := worker.Connect(ctx, worker.Config{Source: pos[0], Dest: dst, SSHCommand: *sshCommand,
+					RemoteGeorep: *remoteGeorep, Logger: log})
+				if err != nil {
+					return nil, err
+				}
+				return sess, nil
+			},
+			Done: func(st verify.RemoteStats) {
+				log.Info("replica listed by its agent", "entries", st.Items, "hashed_bytes", st.HashedBytes,
+					"wire_bytes", st.WireBytes, "seconds", time.Since(started).Seconds())
+			},
+		})
 	}
 	rep, err := verify.Compare(ctx, verify.Local(pos[0]), replica, o)
 	if err != nil {

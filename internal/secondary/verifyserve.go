@@ -3,7 +3,6 @@ package secondary
 import (
 	"context"
 	"fmt"
-	"io"
 	"runtime"
 	"slices"
 	"strconv"
@@ -368,9 +367,9 @@ func (w *verifyWalk) file(parent *vdir, name string, it protocol.VerifyItem) err
 	}
 	it = vitem(it.Path, &st)
 	if it.Kind == tree.KindRegular {
-		r := &fdReader{fd: fd}
-		it.Hash, err = verify.Digest(r)
-		w.hashed.Add(r.n)
+		var n int64
+		it.Hash, n, err = digestFD(fd, it.Size)
+		w.hashed.Add(n)
 		if err != nil {
 			it.Err = "reading: " + verify.ErrString(err)
 			return w.emit(it)
@@ -392,27 +391,37 @@ func openVerifyFile(dirfd int, name string) (int, error) {
 	return fd, err
 }
 
-// fdReader reads a descriptor without taking it over (the caller closes it).
-type fdReader struct {
-	fd int
-	n  int64
-}
+var hashBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
-func (r *fdReader) Read(p []byte) (int, error) {
+// digestFD computes the verify.Item digest (the first bytes of
+// verify.NewDigest's sum, as verify.Digest does) of the regular file open
+// as fd, stat'ed at size, with a pooled buffer; a short read of exactly
+// size ends it without the read that would return EOF.
+func digestFD(fd int, size int64) (sum [protocol.VerifyHashSize]byte, n int64, err error) {
+	bp := hashBufs.Get().(*[]byte)
+	defer hashBufs.Put(bp)
+	buf := *bp
+	h := verify.NewDigest()
 	for {
-		n, err := unix.Read(r.fd, p)
-		if err == unix.EINTR {
+		m, err := unix.Read(fd, buf)
+		if err == unix.EINTR || err == unix.EAGAIN {
 			continue
 		}
 		if err != nil {
-			return 0, err
+			return sum, n, err
 		}
-		if n == 0 {
-			return 0, io.EOF
+		if m == 0 {
+			break
 		}
-		r.n += int64(n)
-		return n, nil
+		h.Write(buf[:m])
+		n += int64(m)
+		if m < len(buf) && n == size {
+			break
+		}
 	}
+	var full [64]byte
+	copy(sum[:], h.Sum(full[:0]))
+	return sum, n, nil
 }
 
 // other handles symlinks, FIFOs, devices and sockets, which are never
