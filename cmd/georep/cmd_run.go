@@ -38,6 +38,7 @@ func runRun(ctx context.Context, args []string) error {
 	batch := fs.Int("batch-size", 50000, "most records in one batch")
 	crawlEvery := fs.Duration("crawl-interval", 10*time.Second, "crawl period when the journal is unavailable")
 	statusEvery := fs.Duration("status-interval", 10*time.Second, "how often to log the lag (0 = never)")
+	queue := fs.Int("journal-queue-size", 0, "fanotify queue length (testing: a tiny queue forces overflows; 0 = kernel default)")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		if err == flag.ErrHelp {
@@ -63,6 +64,7 @@ func runRun(ctx context.Context, args []string) error {
 		Worker: worker.Config{Source: src, Dest: dst, SSHCommand: f.sshCommand, RemoteGeorep: f.remoteGeorep, Logger: log,
 			SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, Excludes: f.excludes},
 		Dir: dir, RolloverInterval: *rollover, ChangeInterval: *change, BatchSize: *batch, CrawlInterval: *crawlEvery, Logger: log,
+		JournalQueueSize: *queue,
 	}
 	var last time.Time
 	report := func(s continuous.Status) {

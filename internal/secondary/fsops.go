@@ -65,6 +65,9 @@ func (a *Agent) dirFD(id fileid.ID) (int, error) {
 		delete(a.fdCache, id)
 	}
 	a.fdMu.Unlock()
+	if _, known := a.idx.dir(id); !known {
+		return -1, fmt.Errorf("directory %s: %w", id.Short(), errUnknownDir)
+	}
 	fd, err := a.openDir(id)
 	if err != nil {
 		// The index may be stale after a crash or a change made behind our

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/georep/georep/internal/changelog"
 	"github.com/georep/georep/internal/fileid"
@@ -52,8 +53,12 @@ func (s *Session) BatchJob(ctx context.Context, recs []changelog.Record) (*Job, 
 			}
 		}
 	}
+	t0 := time.Now()
 	pl := newPrimaryLookup(s)
 	defer pl.close()
+	defer func() {
+		s.log.Debug("batch planned", "records", len(recs), "slots", len(slots), "took", time.Since(t0))
+	}()
 	want := map[tree.Slot]*tree.Entry{}
 	for sl := range slots {
 		e, err := pl.at(sl)
@@ -64,10 +69,12 @@ func (s *Session) BatchJob(ctx context.Context, recs []changelog.Record) (*Job, 
 			want[sl] = e
 		}
 	}
+	t1 := time.Now()
 	have, infos, err := s.lookupSecondary(ctx, slots, want)
 	if err != nil {
 		return nil, err
 	}
+	s.log.Debug("batch looked up", "primary", t1.Sub(t0), "secondary", time.Since(t1))
 	// Directories the secondary does not have: add their subtrees.
 	var grown bool
 	for sl, e := range want {
