@@ -43,6 +43,12 @@ type Config struct {
 	CrawlInterval time.Duration
 	// MaxBackoff caps the reconnect backoff (default 30s).
 	MaxBackoff time.Duration
+	// IdleStimeInterval: when no changelog is pending, the secondary holds
+	// everything up to the journal's watermark (every event before it is in
+	// a changelog, and none is left); the stime is advanced to it once it is
+	// this much ahead (default 2s, < 0 never), so an idle tree's stime keeps
+	// up with the clock and a checkpoint completes without a change.
+	IdleStimeInterval time.Duration
 	// Paused, when it returns true, holds the worker between batches.
 	Paused func() bool
 	Logger *slog.Logger
@@ -128,6 +134,9 @@ func Run(ctx context.Context, cfg Config, report Reporter) error {
 	}
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.IdleStimeInterval == 0 {
+		cfg.IdleStimeInterval = 2 * time.Second
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -277,6 +286,14 @@ func (r *runner) serve(ctx context.Context, sess *worker.Session, jdone chan err
 // batch takes the next changelogs, applies them and advances the stime. It
 // reports whether more changelogs are waiting.
 func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) {
+	// The watermark is read before the listing: a changelog holding events
+	// before it was durable by then, so it is listed (or already applied).
+	var watermark int64
+	if r.jr != nil {
+		if w := r.jr.Stats().Watermark; !w.IsZero() {
+			watermark = w.UnixNano()
+		}
+	}
 	files, err := changelog.List(r.clDir)
 	if err != nil {
 		return false, err
@@ -289,6 +306,13 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 		}
 	})
 	if len(files) == 0 {
+		// Idle: nothing happened between the stime and the watermark that
+		// the secondary lacks.
+		if r.cfg.IdleStimeInterval > 0 && r.st.Stime > 0 && watermark-r.st.Stime >= int64(r.cfg.IdleStimeInterval) {
+			if err := r.commit(ctx, sess, watermark); err != nil {
+				return false, err
+			}
+		}
 		return false, nil
 	}
 	var recs []changelog.Record
