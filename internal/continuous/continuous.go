@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/georep/georep/internal/changelog"
+	"github.com/georep/georep/internal/fileid"
 	"github.com/georep/georep/internal/journal"
 	"github.com/georep/georep/internal/state"
 	"github.com/georep/georep/internal/worker"
@@ -51,6 +52,12 @@ type Config struct {
 	IdleStimeInterval time.Duration
 	// Paused, when it returns true, holds the worker between batches.
 	Paused func() bool
+	// FilterJob, when set, may drop operations from every job before it is
+	// applied (the daemon's ignore-deletes).
+	FilterJob func(*worker.Job)
+	// Resync, when set, delivers requests to re-send the tree or a subtree
+	// (`georep resync`); they are served between batches.
+	Resync <-chan ResyncRequest
 	Logger *slog.Logger
 	// journalQueue is a test hook for the journal's queue size.
 	JournalQueueSize int
@@ -88,6 +95,27 @@ type Status struct {
 	JournalOverflows  uint64    `json:"journal_overflows"`
 	PendingChangelogs int       `json:"pending_changelogs"`
 	Updated           time.Time `json:"updated"`
+}
+
+// ResyncRequest asks a running session to re-send part of the tree.
+type ResyncRequest struct {
+	// Path is the subtree, relative to the source root ("" = all of it).
+	// Recorded failures at or under it are replaced by this resync's.
+	Path string
+	// Records name what to reconcile for a subtree (its entries with their
+	// data and metadata). Nil means the whole tree: a crawl that re-applies
+	// every file's metadata.
+	Records []changelog.Record
+	// Done receives the outcome; the sender gives it room for one result.
+	Done chan<- ResyncResult
+}
+
+// ResyncResult is the outcome of a ResyncRequest.
+type ResyncResult struct {
+	Err      error
+	Job      string // what was applied
+	Failures int    // entries that failed again (kept in failures.json)
+	Cleared  int    // earlier failures under Path that no longer fail
 }
 
 // Reporter receives status snapshots.
@@ -154,6 +182,10 @@ func Run(ctx context.Context, cfg Config, report Reporter) error {
 	r.st.State, r.st.Crawl = StateInitializing, CrawlHybrid
 	if st, err := state.ReadStime(filepath.Join(cfg.Dir, "stime")); err == nil && st > 0 {
 		r.st.Stime, r.st.LastSynced = st, time.Unix(0, st)
+	}
+	var failed []worker.Failure
+	if state.ReadJSON(filepath.Join(cfg.Dir, "failures.json"), &failed) == nil {
+		r.st.Failures = len(failed)
 	}
 	absDir, _ := filepath.Abs(cfg.Dir)
 	cfg.Worker.ExcludePaths = append(cfg.Worker.ExcludePaths, absDir)
@@ -237,24 +269,45 @@ func (r *runner) serve(ctx context.Context, sess *worker.Session, jdone chan err
 	if r.jr == nil {
 		// Periodic crawls only.
 		for {
-			if err := r.crawl(ctx, sess); err != nil {
-				return err
+			if !r.cfg.paused() {
+				r.update(func(s *Status) {
+					if s.State == StatePaused {
+						s.State = StateActive
+					}
+				})
+				if err := r.crawl(ctx, sess); err != nil {
+					return err
+				}
+			} else {
+				r.update(func(s *Status) { s.State = StatePaused })
+			}
+			wait := r.cfg.CrawlInterval
+			if r.cfg.paused() {
+				wait = 200 * time.Millisecond
 			}
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(r.cfg.CrawlInterval):
+			case req := <-r.cfg.Resync:
+				if err := r.resync(ctx, sess, req); err != nil {
+					return err
+				}
+			case <-time.After(wait):
 			}
 		}
 	}
 	tick := time.NewTicker(r.cfg.ChangeInterval)
 	defer tick.Stop()
 	for {
-		for r.cfg.Paused != nil && r.cfg.Paused() {
+		for r.cfg.paused() {
 			r.update(func(s *Status) { s.State = StatePaused })
 			select {
 			case <-ctx.Done():
 				return nil
+			case req := <-r.cfg.Resync:
+				if err := r.resync(ctx, sess, req); err != nil {
+					return err
+				}
 			case <-time.After(200 * time.Millisecond):
 			}
 		}
@@ -277,10 +330,73 @@ func (r *runner) serve(ctx context.Context, sess *worker.Session, jdone chan err
 			return fmt.Errorf("journal stopped: %w", err)
 		case <-notify:
 		case <-tick.C:
+		case req := <-r.cfg.Resync:
+			if err := r.resync(ctx, sess, req); err != nil {
+				return err
+			}
 		case <-sess.Conn().Done():
 			return sess.Conn().Err()
 		}
 	}
+}
+
+func (c *Config) paused() bool { return c.Paused != nil && c.Paused() }
+
+// resync serves a ResyncRequest: the subtree's records (or a crawl of the
+// whole tree) are applied, and the failures recorded under the path are
+// replaced by this run's. A broken connection is returned (after answering).
+func (r *runner) resync(ctx context.Context, sess *worker.Session, req ResyncRequest) error {
+	var job *worker.Job
+	var err error
+	if req.Records != nil {
+		job, err = sess.BatchJob(ctx, req.Records)
+	}
+	if req.Records == nil || errors.Is(err, worker.ErrNeedCrawl) {
+		r.log.Info("resync: crawling the whole tree", "path", req.Path)
+		r.update(func(s *Status) { s.Crawl = CrawlHybrid })
+		job, err = sess.Crawl(ctx, 0)
+		r.update(func(s *Status) { s.Crawls++; s.Crawl = CrawlChangelog })
+	}
+	res := ResyncResult{}
+	if err == nil {
+		ids := jobIDs(job)
+		drop := func(f worker.Failure) bool { return underPath(f.Path, req.Path) || ids[f.ID] }
+		res.Job = job.String()
+		res.Failures, res.Cleared, err = r.executeClearing(ctx, sess, job, drop)
+	}
+	res.Err = err
+	r.log.Info("resync done", "path", req.Path, "job", res.Job, "failures", res.Failures, "cleared", res.Cleared, "err", err)
+	if req.Done != nil {
+		req.Done <- res
+	}
+	if err != nil && (worker.IsConnectionError(err) || errors.Is(err, errRetry)) {
+		return err
+	}
+	return nil
+}
+
+// jobIDs lists the IDs a job works on.
+func jobIDs(job *worker.Job) map[fileid.ID]bool {
+	ids := map[fileid.ID]bool{}
+	for _, op := range job.Plan.Ops {
+		ids[op.ID] = true
+	}
+	for _, nf := range job.Plan.NewFiles {
+		ids[nf.Entry.ID] = true
+	}
+	for _, d := range job.Data {
+		ids[d.Entry.ID] = true
+	}
+	for _, m := range job.Meta {
+		ids[m.Entry.ID] = true
+	}
+	return ids
+}
+
+// underPath reports whether the source-relative path p is dir or below it
+// ("" is the whole tree).
+func underPath(p, dir string) bool {
+	return dir == "" || p == dir || len(p) > len(dir) && p[:len(dir)] == dir && p[len(dir)] == '/'
 }
 
 // batch takes the next changelogs, applies them and advances the stime. It
@@ -392,12 +508,23 @@ func (r *runner) crawl(ctx context.Context, sess *worker.Session) error {
 // replication goes on (they are retried by `georep resync` or the next
 // change). A broken connection is returned.
 func (r *runner) execute(ctx context.Context, sess *worker.Session, job *worker.Job) error {
+	_, _, err := r.executeClearing(ctx, sess, job, nil)
+	return err
+}
+
+// executeClearing is execute; recorded failures for which drop is true are
+// dropped first (a resync replaces them with its own). It returns this
+// job's failures and how many recorded ones were cleared.
+func (r *runner) executeClearing(ctx context.Context, sess *worker.Session, job *worker.Job, drop func(worker.Failure) bool) (failed, cleared int, err error) {
+	if r.cfg.FilterJob != nil {
+		r.cfg.FilterJob(job)
+	}
 	r.update(func(s *Status) {
 		s.PendingEntry, s.PendingData, s.PendingMeta = len(job.Plan.Ops), len(job.Plan.NewFiles)+len(job.Data), len(job.Meta)
 	})
 	before := sess.Stats()
 	sess.ResetFailures()
-	err := sess.Execute(ctx, job)
+	err = sess.Execute(ctx, job)
 	after := sess.Stats()
 	r.update(func(s *Status) {
 		s.PendingEntry, s.PendingData, s.PendingMeta = 0, 0, 0
@@ -405,30 +532,60 @@ func (r *runner) execute(ctx context.Context, sess *worker.Session, job *worker.
 		s.BytesSynced += after.DataBytes - before.DataBytes
 		s.EntriesSynced += int64(after.Entries - before.Entries)
 	})
-	if err != nil && worker.IsFailures(err) {
-		r.recordFailures(after.FailureList)
+	failures := err != nil && worker.IsFailures(err)
+	if failures || drop != nil && err == nil {
+		var list []worker.Failure
+		if failures {
+			list = after.FailureList
+		}
+		cleared = r.recordFailures(list, drop)
+		failed = len(list)
+	}
+	if failures {
 		for _, f := range after.FailureList {
 			if isEnvironmental(f.Errno) {
 				// The secondary cannot take anything now (full disk, read-only,
 				// I/O error): do not advance the stime past data it lacks.
-				return fmt.Errorf("%w: %s %s: %s", errRetry, f.Op, f.Path, f.Error)
+				return failed, cleared, fmt.Errorf("%w: %s %s: %s", errRetry, f.Op, f.Path, f.Error)
 			}
 		}
-		return nil
+		return failed, cleared, nil
 	}
-	return err
+	return failed, cleared, err
 }
 
-func (r *runner) recordFailures(list []worker.Failure) {
+// recordFailures adds list to failures.json, replacing the earlier records
+// of the IDs it names and, first, dropping those drop selects. It
+// returns how many earlier records were dropped and not failing again.
+func (r *runner) recordFailures(list []worker.Failure, drop func(worker.Failure) bool) int {
 	path := filepath.Join(r.cfg.Dir, "failures.json")
-	var all []worker.Failure
-	state.ReadJSON(path, &all)
+	var old []worker.Failure
+	state.ReadJSON(path, &old)
+	again := map[fileid.ID]bool{}
+	for _, f := range list {
+		again[f.ID] = true
+	}
+	all := make([]worker.Failure, 0, len(old)+len(list))
+	cleared := 0
+	for _, f := range old {
+		k := f.ID
+		if drop != nil && drop(f) {
+			if !again[k] {
+				cleared++
+			}
+			continue
+		}
+		if !again[k] {
+			all = append(all, f)
+		}
+	}
 	all = append(all, list...)
 	if len(all) > 10000 {
 		all = all[len(all)-10000:]
 	}
 	state.WriteJSON(path, all)
 	r.update(func(s *Status) { s.Failures = len(all) })
+	return cleared
 }
 
 // commit records the stime on the secondary (after syncfs) and here.

@@ -3,6 +3,7 @@ package continuous
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/georep/georep/internal/state"
 	"github.com/georep/georep/internal/transport"
 	"github.com/georep/georep/internal/worker"
 )
@@ -157,5 +159,68 @@ func TestIdleStimeDisabled(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond)
 	if st := ts.status(); st.Stime != first.Stime {
 		t.Errorf("stime moved from %d to %d with the idle advance disabled", first.Stime, st.Stime)
+	}
+}
+
+// An entry the secondary refuses is recorded in failures.json and counted;
+// once the cause is gone, a resync re-sends it and clears the record.
+func TestResyncClearsFailures(t *testing.T) {
+	chattr, err := exec.LookPath("chattr")
+	if err != nil {
+		t.Skip("chattr not found")
+	}
+	resync := make(chan ResyncRequest)
+	ts := startTestSession(t, func(c *Config) { c.Resync = resync })
+	os.Mkdir(filepath.Join(ts.src, "d"), 0o755)
+	ts.waitFor(t, "the first sync", 20*time.Second, func(s Status) bool {
+		_, err := os.Stat(filepath.Join(ts.dst, "d"))
+		return s.State == StateActive && s.Crawl == CrawlChangelog && err == nil
+	})
+	if out, err := exec.Command(chattr, "+i", filepath.Join(ts.dst, "d")).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command(chattr, "-i", filepath.Join(ts.dst, "d")).Run() })
+	os.WriteFile(filepath.Join(ts.src, "d", "x"), []byte("x"), 0o644)
+	ts.waitFor(t, "a failure", 10*time.Second, func(s Status) bool { return s.Failures > 0 })
+	var recorded []worker.Failure
+	if err := state.ReadJSON(filepath.Join(ts.dir, "failures.json"), &recorded); err != nil || len(recorded) == 0 {
+		t.Fatalf("failures.json: %v %v", recorded, err)
+	}
+	if recorded[0].Path != "d/x" {
+		t.Errorf("failure recorded for %q, want d/x: %+v", recorded[0].Path, recorded[0])
+	}
+	// Still failing: the resync keeps the record (once).
+	done := make(chan ResyncResult, 1)
+	resync <- ResyncRequest{Path: "d", Done: done}
+	res := <-done
+	var now []worker.Failure
+	state.ReadJSON(filepath.Join(ts.dir, "failures.json"), &now)
+	t.Logf("recorded %+v; after a failing resync %+v", recorded, now)
+	if res.Err != nil || res.Failures == 0 || res.Cleared != 0 {
+		t.Errorf("resync while failing: %+v", res)
+	}
+	exec.Command(chattr, "-i", filepath.Join(ts.dst, "d")).Run()
+	resync <- ResyncRequest{Path: "d", Done: done}
+	if res := <-done; res.Err != nil || res.Failures != 0 || res.Cleared != len(recorded) {
+		t.Errorf("resync after the fix: %+v (recorded %d)", res, len(recorded))
+	}
+	if b, err := os.ReadFile(filepath.Join(ts.dst, "d", "x")); err != nil || string(b) != "x" {
+		t.Errorf("d/x on the secondary: %q %v", b, err)
+	}
+	var left []worker.Failure
+	state.ReadJSON(filepath.Join(ts.dir, "failures.json"), &left)
+	if len(left) != 0 || ts.status().Failures != 0 {
+		t.Errorf("failures left after the resync: %+v (status %d)", left, ts.status().Failures)
+	}
+}
+
+func TestUnderPath(t *testing.T) {
+	for _, c := range []struct {
+		p, dir string
+		want   bool
+	}{{"a/b", "", true}, {"a", "a", true}, {"a/b", "a", true}, {"ab", "a", false}, {"b/a", "a", false}, {"a", "a/b", false}} {
+		if got := underPath(c.p, c.dir); got != c.want {
+			t.Errorf("underPath(%q, %q) = %v", c.p, c.dir, got)
+		}
 	}
 }
