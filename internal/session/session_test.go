@@ -207,7 +207,9 @@ func TestIgnoreDeletes(t *testing.T) {
 	file := func(id fileid.ID, s tree.Slot) *tree.Entry {
 		return &tree.Entry{Slot: s, ID: id, Kind: tree.KindRegular, Nlink: 1}
 	}
-	dir := func(id fileid.ID, s tree.Slot) *tree.Entry { return &tree.Entry{Slot: s, ID: id, Kind: tree.KindDir, Nlink: 2} }
+	dir := func(id fileid.ID, s tree.Slot) *tree.Entry {
+		return &tree.Entry{Slot: s, ID: id, Kind: tree.KindDir, Nlink: 2}
+	}
 	mk := func(want, have []*tree.Entry, ids map[fileid.ID]plan.IDInfo, dirty ...tree.Slot) *worker.Job {
 		in := plan.Input{Slots: dirty, Want: map[tree.Slot]*tree.Entry{}, Have: map[tree.Slot]*tree.Entry{}, IDs: ids}
 		for _, e := range want {
