@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/georep/georep/internal/secondary"
+	"golang.org/x/sys/unix"
 )
 
 // Destination is a parsed DST argument.
@@ -74,14 +75,77 @@ type Options struct {
 	Logger       *slog.Logger
 	FakeSuper    bool
 	Stderr       io.Writer // where the remote agent's stderr goes
+	// BandwidthLimit caps the bytes per second written to the agent
+	// (0 = no limit): a token bucket on the stream's writer.
+	BandwidthLimit int64
 }
 
 // Dial starts an agent for dst and returns the stream to it.
 func Dial(ctx context.Context, dst Destination, opts Options) (io.ReadWriteCloser, error) {
+	var rwc io.ReadWriteCloser
 	if dst.Host == "" {
-		return local(ctx, dst.Path, opts), nil
+		rwc = local(ctx, dst.Path, opts)
+	} else {
+		var err error
+		if rwc, err = dialSSH(ctx, dst, opts); err != nil {
+			return nil, err
+		}
 	}
-	return dialSSH(ctx, dst, opts)
+	if opts.BandwidthLimit > 0 {
+		rwc = &limitedConn{ReadWriteCloser: rwc, lim: newLimiter(opts.BandwidthLimit)}
+	}
+	return rwc, nil
+}
+
+// limitedConn paces its writes with a token bucket.
+type limitedConn struct {
+	io.ReadWriteCloser
+	lim *limiter
+}
+
+func (c *limitedConn) Write(p []byte) (int, error) {
+	done := 0
+	for done < len(p) {
+		n := c.lim.take(len(p) - done)
+		w, err := c.ReadWriteCloser.Write(p[done : done+n])
+		done += w
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// limiter is a token bucket: rate bytes per second, bursts of at most a
+// tenth of a second's worth (and at least 16 KiB).
+type limiter struct {
+	mu     sync.Mutex
+	rate   float64
+	burst  float64
+	tokens float64
+	last   time.Time
+}
+
+func newLimiter(rate int64) *limiter {
+	b := max(float64(rate)/10, 16<<10)
+	return &limiter{rate: float64(rate), burst: b, tokens: b, last: time.Now()}
+}
+
+// take waits until it may write, and returns how many of want bytes.
+func (l *limiter) take(want int) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := min(float64(want), l.burst)
+	for {
+		now := time.Now()
+		l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+		l.last = now
+		if l.tokens >= n {
+			l.tokens -= n
+			return int(n)
+		}
+		time.Sleep(time.Duration((n - l.tokens) / l.rate * float64(time.Second)))
+	}
 }
 
 type pipeConn struct {
@@ -136,6 +200,16 @@ func SSHArgs(dst Destination, opts Options) []string {
 	args := strings.Fields(cmd)
 	// Notice a dead link even when no georep message is due.
 	args = append(args, "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "BatchMode=yes")
+	// Bulk data: prefer AES-GCM (AES-NI makes it the cheapest cipher on
+	// most CPUs) and leave compression to georep (--compress), unless the
+	// ssh command chooses for itself. Every cipher ssh offers by default
+	// stays on the list, so any server still agrees on one.
+	if !sshOptionGiven(args[1:], "-c", "ciphers") {
+		args = append(args, "-o", "Ciphers=aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr")
+	}
+	if !sshOptionGiven(args[1:], "-C", "compression") {
+		args = append(args, "-o", "Compression=no")
+	}
 	target := dst.Host
 	if dst.User != "" {
 		target = dst.User + "@" + dst.Host
@@ -151,6 +225,62 @@ func SSHArgs(dst Destination, opts Options) []string {
 	return append(args, target, rcmd)
 }
 
+// sshOptionGiven reports whether ssh arguments set an option, by its
+// one-letter flag (e.g. "-c", also "-caes128-ctr" or "-vC") or by -o NAME.
+func sshOptionGiven(args []string, flag, name string) bool {
+	const boolFlags = "46AaCfGgKkMNnqsTtVvXxYy"
+	letter := flag[1:]
+	for i, a := range args {
+		if a == flag {
+			return true
+		}
+		if len(a) > 2 && a[0] == '-' && a[1] != '-' {
+			if strings.Trim(a[1:], boolFlags) == "" && strings.Contains(a[1:], letter) {
+				return true // a cluster of flags without arguments
+			}
+			if !strings.Contains(boolFlags, letter) && a[1:2] == letter {
+				return true // -cVALUE
+			}
+		}
+		opt := ""
+		switch {
+		case a == "-o" && i+1 < len(args):
+			opt = args[i+1]
+		case strings.HasPrefix(a, "-o"):
+			opt = a[2:]
+		default:
+			continue
+		}
+		k := strings.TrimSpace(opt)
+		if j := strings.IndexAny(k, "= \t"); j >= 0 {
+			k = k[:j]
+		}
+		if strings.EqualFold(k, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// PipeSize is the buffer size georep asks for its pipes to and from ssh
+// (the default /proc/sys/fs/pipe-max-size, so no privilege is needed).
+const PipeSize = 1 << 20
+
+// EnlargePipe gives a pipe a PipeSize buffer; anything else (a terminal, a
+// socket, a file) is left alone.
+func EnlargePipe(f *os.File) {
+	sc, err := f.SyscallConn() // not f.Fd(): that would make f blocking
+	if err != nil {
+		return
+	}
+	sc.Control(func(fd uintptr) {
+		var st unix.Stat_t
+		if unix.Fstat(int(fd), &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO {
+			unix.FcntlInt(fd, unix.F_SETPIPE_SZ, PipeSize)
+		}
+	})
+}
+
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
@@ -161,6 +291,7 @@ type sshConn struct {
 	cmd  *exec.Cmd
 	once sync.Once
 	wait chan error
+	rd   *os.File // read end of ssh's stdout, closed last
 }
 
 func (c *sshConn) Close() error {
@@ -176,6 +307,9 @@ func (c *sshConn) Close() error {
 				c.cmd.Process.Kill()
 			}
 		}
+		if c.rd != nil {
+			c.rd.Close()
+		}
 	})
 	return nil
 }
@@ -184,23 +318,35 @@ func dialSSH(ctx context.Context, dst Destination, opts Options) (io.ReadWriteCl
 	args := SSHArgs(dst, opts)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	stdin, err := cmd.StdinPipe()
+	// Our own pipes, enlarged: with the default 64 KiB, ssh and georep
+	// wake each other for every few packets of bulk data.
+	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, err
 	}
-	stdout, err := cmd.StdoutPipe()
+	outR, outW, err := os.Pipe()
 	if err != nil {
+		inR.Close()
+		inW.Close()
 		return nil, err
 	}
+	EnlargePipe(inW)
+	EnlargePipe(outR)
+	cmd.Stdin, cmd.Stdout = inR, outW
 	if opts.Stderr != nil {
 		cmd.Stderr = opts.Stderr
 	} else {
 		cmd.Stderr = os.Stderr
 	}
-	if err := cmd.Start(); err != nil {
+	err = cmd.Start()
+	inR.Close()
+	outW.Close()
+	if err != nil {
+		inW.Close()
+		outR.Close()
 		return nil, fmt.Errorf("start %s: %w", args[0], err)
 	}
-	c := &sshConn{Reader: stdout, WriteCloser: stdin, cmd: cmd, wait: make(chan error, 1)}
+	c := &sshConn{Reader: outR, WriteCloser: inW, cmd: cmd, wait: make(chan error, 1), rd: outR}
 	go func() { c.wait <- cmd.Wait() }()
 	context.AfterFunc(ctx, func() { c.Close() })
 	return c, nil

@@ -52,6 +52,12 @@ type Config struct {
 	Progress func(Progress)
 	// Stderr receives the remote agent's stderr.
 	Stderr io.Writer
+	// Compression of file data on the wire: "none" (or ""), "zstd" (the
+	// fastest level) or "zstd:1".."zstd:4".
+	Compression string
+	// BandwidthLimit caps the bytes per second written to the secondary
+	// (0 = no limit).
+	BandwidthLimit int64
 }
 
 // Session is a live connection to a secondary for one source tree.
@@ -155,7 +161,8 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 		log.Info("opening files by handle is not permitted (needs CAP_DAC_READ_SEARCH); reading by path")
 	}
 	s.rwc, err = transport.Dial(ctx, cfg.Dest, transport.Options{SSHCommand: cfg.SSHCommand, RemoteGeorep: cfg.RemoteGeorep,
-		Software: Version, Logger: log.With("side", "secondary"), FakeSuper: cfg.FakeSuper, Stderr: cfg.Stderr})
+		Software: Version, Logger: log.With("side", "secondary"), FakeSuper: cfg.FakeSuper, Stderr: cfg.Stderr,
+		BandwidthLimit: cfg.BandwidthLimit})
 	if err != nil {
 		s.Close()
 		return nil, err
