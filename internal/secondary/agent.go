@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/georep/georep/internal/fileid"
@@ -63,6 +64,13 @@ type Agent struct {
 	work     sync.WaitGroup
 	sem      chan struct{}
 	rep      *protocol.Replier
+	kick     chan struct{} // a reply is waiting to be flushed
+
+	shardMu sync.Mutex
+	shards  map[string]int // .georep/ids/XX descriptors, kept for the session
+	tmpSeq  atomic.Uint64  // names of files being written from batches
+	// noTmpfile: the filesystem has no O_TMPFILE; batches use the staging area.
+	noTmpfile atomic.Bool
 }
 
 // Serve runs one session on rwc until the primary says goodbye, the stream
@@ -73,23 +81,28 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	a := &Agent{opts: opts, log: log, rootFD: -1, tmpFD: -1, fdCache: map[fileid.ID]int{}, streams: map[uint64]*fileStream{},
-		sem: make(chan struct{}, 4), rep: protocol.NewReplier(rwc)}
+		sem: make(chan struct{}, 4), rep: protocol.NewReplier(rwc), kick: make(chan struct{}, 1), shards: map[string]int{}}
 	defer a.close()
 	stop := context.AfterFunc(ctx, func() { rwc.Close() })
 	defer stop()
 
+	// Replies written beside the read loop are flushed when their writer
+	// kicks (at once, coalescing what arrives meanwhile) or, for writers
+	// that do not kick (listing chunks), within a few milliseconds. No
+	// timer-driven trickle of tiny writes through ssh.
 	flushDone := make(chan struct{})
 	defer close(flushDone)
 	go func() {
-		t := time.NewTicker(time.Millisecond)
+		t := time.NewTicker(5 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
 			case <-flushDone:
 				return
+			case <-a.kick:
 			case <-t.C:
-				a.rep.Flush()
 			}
+			a.rep.Flush()
 		}
 	}()
 
@@ -126,6 +139,9 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 			a.rep.Flush()
 			return fmt.Errorf("from primary: %w", err)
 		}
+		if z, ok := m.(*protocol.Compressed); ok {
+			m = z.Inner
+		}
 		if !hello {
 			h, ok := m.(*protocol.Hello)
 			if !ok {
@@ -145,6 +161,9 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 			continue
 		}
 		switch m := m.(type) {
+		case *protocol.PutFiles:
+			a.async(func() { a.replyKick(f.ReqID, a.receiveFiles(m)) })
+			continue
 		case *protocol.PutFile:
 			a.putFile(f.ReqID, m)
 			continue
@@ -152,7 +171,7 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 			a.deltaFrame(f.ReqID, m)
 			continue
 		case *protocol.Sig:
-			a.async(func() { a.rep.Reply(f.ReqID, a.signature(m)) })
+			a.async(func() { a.replyKick(f.ReqID, a.signature(m)) })
 			continue
 		case *protocol.Ping:
 			a.rep.Reply(f.ReqID, &protocol.Pong{})
@@ -217,10 +236,38 @@ func (a *Agent) async(fn func()) {
 	}()
 }
 
+// EnlargeStdio gives the agent's stdin and stdout, when they are pipes (as
+// sshd makes them), 1 MiB buffers: with the default 64 KiB, sshd and the
+// agent wake each other every few packets of bulk data. Call it before
+// Serve on the process's stdio.
+func EnlargeStdio() {
+	for _, fd := range []int{0, 1} {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFIFO {
+			unix.FcntlInt(uintptr(fd), unix.F_SETPIPE_SZ, 1<<20)
+		}
+	}
+}
+
+// replyKick replies from beside the read loop and has the reply flushed.
+func (a *Agent) replyKick(reqID uint64, m protocol.Message) {
+	a.rep.Reply(reqID, m)
+	select {
+	case a.kick <- struct{}{}:
+	default: // a flush is due anyway
+	}
+}
+
 func (a *Agent) close() {
 	a.work.Wait()
 	a.forgetAllFDs()
 	a.buryFDs()
+	a.shardMu.Lock()
+	for k, fd := range a.shards {
+		unix.Close(fd)
+		delete(a.shards, k)
+	}
+	a.shardMu.Unlock()
 	if a.tmpFD >= 0 {
 		unix.Close(a.tmpFD)
 	}

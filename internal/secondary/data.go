@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/georep/georep/internal/fileid"
 	"github.com/georep/georep/internal/protocol"
@@ -34,7 +35,7 @@ func (a *Agent) putFile(reqID uint64, m *protocol.PutFile) {
 	if m.Entry != nil && m.Last {
 		a.async(func() {
 			next := func() (frame, bool) { return frame{}, false }
-			a.rep.Reply(reqID, a.receiveFile(m, next))
+			a.replyKick(reqID, a.receiveFile(m, next))
 		})
 		return
 	}
@@ -57,7 +58,7 @@ func (a *Agent) streamFrame(reqID, stream uint64, first, last bool, f frame, run
 	if first {
 		if ok {
 			a.streamMu.Unlock()
-			a.rep.Reply(reqID, &protocol.Error{Msg: fmt.Sprintf("protocol: stream %d started twice", stream)})
+			a.replyKick(reqID, &protocol.Error{Msg: fmt.Sprintf("protocol: stream %d started twice", stream)})
 			return
 		}
 		st = &fileStream{ch: make(chan frame, 64)}
@@ -75,7 +76,7 @@ func (a *Agent) streamFrame(reqID, stream uint64, first, last bool, f frame, run
 			reply := run(f, next)
 			for range st.ch { // drain what a failure left unread
 			}
-			a.rep.Reply(st.lastReq, reply)
+			a.replyKick(st.lastReq, reply)
 		}()
 		if last {
 			st.lastReq = reqID
@@ -85,7 +86,7 @@ func (a *Agent) streamFrame(reqID, stream uint64, first, last bool, f frame, run
 	}
 	if !ok {
 		a.streamMu.Unlock()
-		a.rep.Reply(reqID, &protocol.Error{Msg: fmt.Sprintf("protocol: frame for unknown stream %d", stream)})
+		a.replyKick(reqID, &protocol.Error{Msg: fmt.Sprintf("protocol: frame for unknown stream %d", stream)})
 		return
 	}
 	if last {
@@ -168,6 +169,232 @@ func (a *Agent) receiveFile(m *protocol.PutFile, next func() (frame, bool)) prot
 		return fileErr(protocol.TPutFileOK, m.Stream, e.ID, a.slotPath(m.Slots), werr)
 	}
 	return &protocol.FileOK{T: protocol.TPutFileOK, Stream: m.Stream, Bytes: written}
+}
+
+// receiveFiles installs a batch of whole files, each on its own; the reply
+// lists the ones that failed.
+func (a *Agent) receiveFiles(m *protocol.PutFiles) protocol.Message {
+	out := &protocol.PutFilesOK{}
+	for i := range m.Files {
+		it := &m.Files[i]
+		n, err := a.writeWhole(it)
+		if err != nil {
+			var id fileid.ID
+			if it.Entry != nil {
+				id = it.Entry.ID
+			}
+			out.Errors = append(out.Errors, protocol.OpError{Index: i, ID: id, Path: a.slotPath(it.Slots), Errno: errno(err), Msg: err.Error()})
+			continue
+		}
+		out.Bytes += n
+	}
+	return out
+}
+
+// writeWhole writes one file of a batch in the staging area, applies its
+// metadata through the descriptor it has, and installs it as receiveFile
+// does: new files into the index and then at their slots, new content of a
+// known file over the old one.
+func (a *Agent) writeWhole(it *protocol.FileItem) (int64, error) {
+	e := it.Entry
+	if e == nil || !e.ID.Valid() || e.Kind != tree.KindRegular {
+		return 0, errors.New("protocol: batch file lacks a valid regular-file entry")
+	}
+	if e.Size < 0 || int64(len(it.Data)) > e.Size {
+		return 0, fmt.Errorf("protocol: %d bytes of data for a file of %d", len(it.Data), e.Size)
+	}
+	if it.Mode == protocol.FileNew && !a.noTmpfile.Load() {
+		if _, known := a.idx.file(e.ID); !known {
+			if done, err := a.writeNewTmpfile(it); done {
+				return int64(len(it.Data)), err
+			}
+		}
+	}
+	tmp := idName(e.ID) + ".new.b" + strconv.FormatUint(a.tmpSeq.Add(1), 10)
+	fd, err := unix.Openat(a.tmpFD, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("create: %w", err)
+	}
+	werr := a.fillFile(fd, it)
+	var st unix.Stat_t
+	if werr == nil {
+		if err := unix.Fstat(fd, &st); err != nil {
+			werr = err
+		}
+	}
+	unix.Close(fd)
+	if werr == nil {
+		if it.Mode == protocol.FileNew {
+			werr = a.installNewFast(e.ID, tmp, st.Ino, it.Slots)
+		} else {
+			var hint tree.Slot
+			if len(it.Slots) > 0 {
+				hint = it.Slots[0]
+			}
+			werr = a.replaceContent(e.ID, tmp, hint)
+		}
+	}
+	if werr != nil {
+		unix.Unlinkat(a.tmpFD, tmp, 0)
+		return 0, werr
+	}
+	return int64(len(it.Data)), nil
+}
+
+// writeNewTmpfile writes a file new to the index as an unnamed file
+// (O_TMPFILE) in its index shard and links it there when complete: the
+// index name appears with its content and metadata, a crash leaves
+// nothing behind, and no staging name is created and renamed away. done is
+// false when the filesystem cannot (then nothing was done).
+func (a *Agent) writeNewTmpfile(it *protocol.FileItem) (done bool, err error) {
+	e := it.Entry
+	sfd, err := a.shardFD(e.ID)
+	if err != nil {
+		return false, nil
+	}
+	fd, err := unix.Openat(sfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
+			a.noTmpfile.Store(true)
+		}
+		return false, nil
+	}
+	defer unix.Close(fd)
+	if err := a.fillFile(fd, it); err != nil {
+		return true, err
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return true, err
+	}
+	name := idName(e.ID)
+	err = unix.Linkat(fd, "", sfd, name, unix.AT_EMPTY_PATH)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EPERM) {
+		// AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc link does not.
+		err = unix.Linkat(unix.AT_FDCWD, procPath(fd), sfd, name, unix.AT_SYMLINK_FOLLOW)
+	}
+	if errors.Is(err, unix.EEXIST) {
+		// An index entry the in-memory index does not know: go through the
+		// staging area, which replaces it.
+		tmp := name + ".new.b" + strconv.FormatUint(a.tmpSeq.Add(1), 10)
+		if err := unix.Linkat(unix.AT_FDCWD, procPath(fd), a.tmpFD, tmp, unix.AT_SYMLINK_FOLLOW); err != nil {
+			return true, fmt.Errorf("link: %w", err)
+		}
+		if err := a.installNew(e.ID, tmp, it.Slots); err != nil {
+			unix.Unlinkat(a.tmpFD, tmp, 0)
+			return true, err
+		}
+		return true, nil
+	}
+	if err != nil {
+		return true, fmt.Errorf("link into the index: %w", err)
+	}
+	a.idx.mu.Lock()
+	if old, ok := a.idx.files[e.ID]; ok && old != st.Ino {
+		delete(a.idx.byIno, old)
+	}
+	a.idx.files[e.ID] = st.Ino
+	a.idx.byIno[st.Ino] = e.ID
+	a.idx.mu.Unlock()
+	return true, a.linkSlots(e.ID, sfd, it.Slots)
+}
+
+// fillFile writes a batch file's content and metadata through fd.
+func (a *Agent) fillFile(fd int, it *protocol.FileItem) error {
+	e := it.Entry
+	werr := writeAll(fd, it.Data)
+	if werr == nil && int64(len(it.Data)) < e.Size {
+		if err := unix.Ftruncate(fd, e.Size); err != nil {
+			werr = fmt.Errorf("truncate: %w", err)
+		}
+	}
+	if werr == nil {
+		werr = a.syncXattrsFD(fd, it.Xattrs)
+	}
+	if werr == nil {
+		a.setOwnerModeFD(fd, e)
+		werr = setTimes(fd, e)
+	}
+	return werr
+}
+
+func writeAll(fd int, b []byte) error {
+	for len(b) > 0 {
+		n, err := unix.Write(fd, b)
+		if err != nil {
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			return fmt.Errorf("write: %w", err)
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// installNewFast is installNew for a file the index does not know yet:
+// renamed into its index shard, then linked at its slots, through
+// descriptors kept for the session. A replay (the ID is known) and an
+// occupied slot take the general path.
+func (a *Agent) installNewFast(id fileid.ID, tmp string, ino uint64, slots []tree.Slot) error {
+	if _, ok := a.idx.file(id); ok {
+		return a.installNew(id, tmp, slots)
+	}
+	sfd, err := a.shardFD(id)
+	if err != nil {
+		return a.installNew(id, tmp, slots)
+	}
+	name := idName(id)
+	if err := unix.Renameat(a.tmpFD, tmp, sfd, name); err != nil {
+		return err
+	}
+	a.idx.mu.Lock()
+	if old, ok := a.idx.files[id]; ok && old != ino {
+		delete(a.idx.byIno, old)
+	}
+	a.idx.files[id] = ino
+	a.idx.byIno[ino] = id
+	a.idx.mu.Unlock()
+	return a.linkSlots(id, sfd, slots)
+}
+
+// linkSlots links a file just entered in the index (sfd: its shard) at
+// its slots.
+func (a *Agent) linkSlots(id fileid.ID, sfd int, slots []tree.Slot) error {
+	name := idName(id)
+	for _, s := range slots {
+		tfd, err := a.slotFD(s)
+		if err != nil {
+			return err
+		}
+		err = unix.Linkat(sfd, name, tfd, s.Name, 0)
+		if errors.Is(err, unix.EEXIST) {
+			err = a.link(id, s) // moves the occupant aside, or finds the file there
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// shardFD returns a descriptor of the index shard directory of id.
+func (a *Agent) shardFD(id fileid.ID) (int, error) {
+	sh := shard(id)
+	a.shardMu.Lock()
+	defer a.shardMu.Unlock()
+	if fd, ok := a.shards[sh]; ok {
+		return fd, nil
+	}
+	if err := unix.Mkdirat(a.rootFD, idsDir+"/"+sh, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+		return -1, err
+	}
+	fd, err := openBeneath(a.rootFD, idsDir+"/"+sh, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	if err != nil {
+		return -1, err
+	}
+	a.shards[sh] = fd
+	return fd, nil
 }
 
 func (a *Agent) slotPath(slots []tree.Slot) string {
@@ -469,6 +696,19 @@ func (a *Agent) setOwnerMode(fd int, kind tree.Kind, e *tree.Entry, mode uint32)
 	}
 }
 
+// setOwnerModeFD is setOwnerMode for a regular file open for writing:
+// through the descriptor, without a /proc path lookup per call.
+func (a *Agent) setOwnerModeFD(fd int, e *tree.Entry) {
+	if a.fakeSuper {
+		v := verify.EncodeFakeStat(tree.KindRegular, e.Meta.Mode, e.Rdev, e.Meta.UID, e.Meta.GID)
+		unix.Fsetxattr(fd, fakeStatXattr, []byte(v), 0)
+		unix.Fchmod(fd, (e.Meta.Mode&0o777)|0o600)
+		return
+	}
+	unix.Fchown(fd, int(e.Meta.UID), int(e.Meta.GID))
+	unix.Fchmod(fd, e.Meta.Mode&07777)
+}
+
 const fakeStatXattr = "user.georep.stat"
 
 func (a *Agent) setFakeStat(fd int, e *tree.Entry, kind tree.Kind) {
@@ -527,6 +767,58 @@ func (a *Agent) syncXattrs(fd int, xs []protocol.Xattr) error {
 			continue
 		}
 		if err := unix.Setxattr(p, name, v, 0); err != nil && firstErr == nil {
+			if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPERM) {
+				continue // the secondary's filesystem or rights cannot hold it
+			}
+			firstErr = fmt.Errorf("set xattr %s: %w", name, err)
+		}
+	}
+	return firstErr
+}
+
+// syncXattrsFD is syncXattrs through the descriptor of a file open for
+// writing.
+func (a *Agent) syncXattrsFD(fd int, xs []protocol.Xattr) error {
+	var small [512]byte
+	buf := small[:]
+	sz, err := unix.Flistxattr(fd, buf)
+	if errors.Is(err, unix.ERANGE) {
+		if sz, err = unix.Flistxattr(fd, nil); err == nil {
+			buf = make([]byte, sz+256)
+			sz, err = unix.Flistxattr(fd, buf)
+		}
+	}
+	if err != nil {
+		sz = 0
+	}
+	want := map[string][]byte{}
+	for _, x := range xs {
+		if a.syncedXattr(x.Name) {
+			want[x.Name] = x.Value
+		}
+	}
+	if sz <= 0 && len(want) == 0 {
+		return nil
+	}
+	have := map[string]bool{}
+	for _, name := range strings.Split(string(buf[:max(sz, 0)]), "\x00") {
+		if name == "" || !a.syncedXattr(name) {
+			continue
+		}
+		have[name] = true
+		if _, ok := want[name]; !ok {
+			unix.Fremovexattr(fd, name)
+		}
+	}
+	var firstErr error
+	for name, v := range want {
+		if have[name] {
+			cur := make([]byte, len(v)+1)
+			if n, err := unix.Fgetxattr(fd, name, cur); err == nil && n == len(v) && string(cur[:n]) == string(v) {
+				continue
+			}
+		}
+		if err := unix.Fsetxattr(fd, name, v, 0); err != nil && firstErr == nil {
 			if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPERM) {
 				continue // the secondary's filesystem or rights cannot hold it
 			}

@@ -1,11 +1,13 @@
 package worker
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +20,7 @@ import (
 	"github.com/georep/georep/internal/transfer/delta"
 	"github.com/georep/georep/internal/tree"
 	"github.com/georep/georep/internal/xattr"
+	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +31,12 @@ const (
 	inflightBytes  = 64 << 20 // unacknowledged file bytes
 	deltaThreshold = 64 << 10 // smaller files are sent whole
 	metaPerMessage = 2048
+
+	// Small files travel in PutFiles batches: many files per frame and one
+	// reply per batch, instead of a frame and a reply each.
+	batchFileMax  = 1 << 20 // larger files are streamed on their own
+	batchBytesMax = 4 << 20 // content bytes per batch
+	batchFilesMax = 2048    // files per batch
 )
 
 // Execute applies a job: entry ops in order, then data, then metadata. It
@@ -207,6 +216,34 @@ type dataTask struct {
 	old   *tree.Entry
 }
 
+// xfer is one data transfer: its window, counters and settings.
+type xfer struct {
+	s         *Session
+	job       *Job
+	window    *byteWindow
+	pending   sync.WaitGroup
+	filesDone atomic.Int64
+	bytesDone atomic.Int64
+	root      bool // euid 0: trusted.* xattrs travel
+	compress  bool
+	level     zstd.EncoderLevel
+}
+
+// batch is one sender's PutFiles under construction.
+type batch struct {
+	b     protocol.FilesBuilder
+	files []batchFile
+}
+
+type batchFile struct {
+	id   fileid.ID
+	slot tree.Slot
+}
+
+func (b *batch) full() bool {
+	return b.b.Len() >= batchFilesMax || b.b.Bytes() >= batchBytesMax
+}
+
 func (s *Session) transferData(ctx context.Context, job *Job) error {
 	var tasks []dataTask
 	var total int64
@@ -221,8 +258,11 @@ func (s *Session) transferData(ctx context.Context, job *Job) error {
 	if len(tasks) == 0 {
 		return nil
 	}
-	var filesDone atomic.Int64
-	var bytesDone atomic.Int64
+	x := &xfer{s: s, job: job, window: newByteWindow(inflightBytes), root: os.Geteuid() == 0}
+	var err error
+	if x.compress, x.level, err = protocol.ParseCompression(s.cfg.Compression); err != nil {
+		return err
+	}
 	startT := time.Now()
 	stopProgress := make(chan struct{})
 	if s.cfg.Progress != nil {
@@ -234,7 +274,7 @@ func (s *Session) transferData(ctx context.Context, job *Job) error {
 				case <-stopProgress:
 					return
 				case <-t.C:
-					s.cfg.Progress(Progress{Files: int(filesDone.Load()), TotalFiles: len(tasks), Bytes: bytesDone.Load(), TotalBytes: total, Elapsed: time.Since(startT)})
+					s.cfg.Progress(Progress{Files: int(x.filesDone.Load()), TotalFiles: len(tasks), Bytes: x.bytesDone.Load(), TotalBytes: total, Elapsed: time.Since(startT)})
 				}
 			}
 		}()
@@ -242,45 +282,31 @@ func (s *Session) transferData(ctx context.Context, job *Job) error {
 	defer func() {
 		close(stopProgress)
 		if s.cfg.Progress != nil {
-			s.cfg.Progress(Progress{Files: int(filesDone.Load()), TotalFiles: len(tasks), Bytes: bytesDone.Load(), TotalBytes: total, Elapsed: time.Since(startT)})
+			s.cfg.Progress(Progress{Files: int(x.filesDone.Load()), TotalFiles: len(tasks), Bytes: x.bytesDone.Load(), TotalBytes: total, Elapsed: time.Since(startT)})
 		}
 	}()
 
-	window := newByteWindow(inflightBytes)
-	var pending sync.WaitGroup
+	// Each sender takes the next task, reads small files straight into its
+	// own batch and sends the batch when full; larger files are streamed
+	// alone. Whoever sends a unit flushes it: no timer-driven small writes.
+	var next atomic.Int64
 	g, gctx := errgroup.WithContext(ctx)
-	next := make(chan dataTask)
-	g.Go(func() error {
-		defer close(next)
-		for _, t := range tasks {
-			select {
-			case next <- t:
-			case <-gctx.Done():
-				return gctx.Err()
-			}
-		}
-		return nil
-	})
-	flushTick := time.NewTicker(2 * time.Millisecond)
-	defer flushTick.Stop()
-	go func() {
-		for {
-			select {
-			case <-gctx.Done():
-				return
-			case <-flushTick.C:
-				s.conn.Flush()
-			}
-		}
-	}()
 	for i := 0; i < s.cfg.SyncJobs; i++ {
 		g.Go(func() error {
-			for t := range next {
-				if err := s.sendFile(gctx, job, t, window, &pending, &filesDone, &bytesDone); err != nil {
+			b := &batch{}
+			for gctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= len(tasks) {
+					break
+				}
+				if err := x.sendFile(gctx, tasks[i], b); err != nil {
 					return err
 				}
 			}
-			return nil
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			return x.sendBatch(b)
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -289,10 +315,63 @@ func (s *Session) transferData(ctx context.Context, job *Job) error {
 	if err := s.conn.Flush(); err != nil {
 		return err
 	}
-	if err := waitCtx(ctx, &pending); err != nil {
+	if err := waitCtx(ctx, &x.pending); err != nil {
 		return err
 	}
 	return s.conn.Err()
+}
+
+// send sends a data message, compressed when the session asks for it.
+func (x *xfer) send(m protocol.Message, fn protocol.ReplyFunc) error {
+	if x.compress {
+		m = &protocol.Compressed{Inner: m, Level: x.level}
+	}
+	return x.s.conn.Send(m, fn)
+}
+
+// sendBatch sends the batch (if any), flushes, and empties it; the reply
+// reports each file that failed.
+func (x *xfer) sendBatch(b *batch) error {
+	n := b.b.Len()
+	if n == 0 {
+		return nil
+	}
+	s := x.s
+	files := b.files
+	b.files = nil
+	cost := b.b.Bytes() + int64(512*n)
+	x.window.acquire(cost)
+	x.pending.Add(1)
+	err := x.send(b.b.Message(), func(m protocol.Message, err error) bool {
+		defer x.pending.Done()
+		defer x.window.release(cost)
+		defer x.filesDone.Add(int64(len(files)))
+		if err != nil {
+			for _, f := range files {
+				s.fail(Failure{ID: f.id, Path: s.pathOf(x.job, f.id, f.slot), Op: "DATA", Error: err.Error()})
+			}
+			return true
+		}
+		ok, isOK := m.(*protocol.PutFilesOK)
+		if !isOK {
+			for _, f := range files {
+				s.fail(Failure{ID: f.id, Path: s.pathOf(x.job, f.id, f.slot), Op: "DATA", Error: fmt.Sprintf("unexpected reply %T", m)})
+			}
+			return true
+		}
+		for _, oe := range ok.Errors {
+			if oe.Index >= 0 && oe.Index < len(files) {
+				f := files[oe.Index]
+				s.fail(Failure{ID: f.id, Path: s.pathOf(x.job, f.id, f.slot), Op: "DATA", Error: oe.Msg, Errno: oe.Errno})
+			}
+		}
+		return true
+	})
+	b.b.Reset() // Send encoded the message: the buffer is free again
+	if err != nil {
+		return err // the callback saw the error
+	}
+	return s.conn.Flush()
 }
 
 // openPrimary opens a file of the source for reading: by handle when the
@@ -322,44 +401,76 @@ func (s *Session) openPrimary(job *Job, id fileid.ID, flags int) (*os.File, erro
 	return os.NewFile(uintptr(fd), p), nil
 }
 
-func (s *Session) sendFile(ctx context.Context, job *Job, t dataTask, window *byteWindow, pending *sync.WaitGroup, filesDone, bytesDone *atomic.Int64) error {
+// sendFile reads one file and sends it: a small one into the sender's
+// batch (sent when full), a large or sparse one streamed in frames, a
+// changed large one as a delta.
+func (x *xfer) sendFile(ctx context.Context, t dataTask, b *batch) error {
+	s, job := x.s, x.job
 	e := *t.entry
-	path := s.pathOf(job, e.ID, firstSlot(t.slots))
 	f, err := s.openPrimary(job, e.ID, unix.O_RDONLY|unix.O_NOATIME)
 	if errors.Is(err, unix.EPERM) {
 		f, err = s.openPrimary(job, e.ID, unix.O_RDONLY)
 	}
 	if err != nil {
+		x.filesDone.Add(1)
 		if errors.Is(err, fileid.ErrStale) {
-			filesDone.Add(1)
 			return nil // deleted meanwhile: its removal is in a later batch
 		}
-		s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: err.Error(), Errno: errno(err)})
-		filesDone.Add(1)
+		s.fail(Failure{ID: e.ID, Path: s.pathOf(job, e.ID, firstSlot(t.slots)), Op: "DATA", Error: err.Error(), Errno: errno(err)})
 		return nil
 	}
 	defer f.Close()
+	fd := int(f.Fd())
 	// Describe the file as it is now, not as the crawl saw it.
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err == nil {
+	if err := unix.Fstat(fd, &st); err == nil {
 		e.Size = st.Size
 		e.Meta = tree.Meta{Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}
 	}
 	var xattrs []protocol.Xattr
 	if !s.cfg.NoXattrs {
-		xattrs = readXattrs(procPath(int(f.Fd())))
+		xattrs = readXattrsFD(fd, x.root)
 	}
 	if t.mode == protocol.FileReplace && e.Size >= deltaThreshold && t.old != nil && t.old.Size >= deltaThreshold {
-		return s.sendDelta(ctx, job, f, e, t, window, pending, filesDone, bytesDone, path)
+		return x.sendDelta(ctx, f, e, t, b)
 	}
+	sparse := st.Blocks*512 < st.Size
+	if e.Size <= batchFileMax && !sparse {
+		err := b.b.Add(t.mode, &e, t.slots, xattrs, int(e.Size), func(buf []byte) (int, error) {
+			n, err := io.ReadFull(f, buf)
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				err = nil // shrank meanwhile; the next change brings the rest
+			}
+			return n, err
+		})
+		if err != nil {
+			x.filesDone.Add(1)
+			s.fail(Failure{ID: e.ID, Path: s.pathOf(job, e.ID, firstSlot(t.slots)), Op: "DATA", Error: err.Error(), Errno: errno(err)})
+			return nil
+		}
+		b.files = append(b.files, batchFile{id: e.ID, slot: firstSlot(t.slots)})
+		x.bytesDone.Add(e.Size)
+		s.count(func(st *Stats) { st.DataFiles++; st.DataBytes += e.Size })
+		if b.full() {
+			return x.sendBatch(b)
+		}
+		return nil
+	}
+	return x.sendStream(f, &st, e, t, xattrs)
+}
+
+// sendStream sends a large or sparse file in frames of one stream.
+func (x *xfer) sendStream(f *os.File, st *unix.Stat_t, e tree.Entry, t dataTask, xattrs []protocol.Xattr) error {
+	s, job := x.s, x.job
+	path := s.pathOf(job, e.ID, firstSlot(t.slots))
 	stream := s.nextStream()
 	cost := e.Size + 512
-	window.acquire(cost)
-	pending.Add(1)
+	x.window.acquire(cost)
+	x.pending.Add(1)
 	replied := func(m protocol.Message, err error) bool {
-		defer pending.Done()
-		defer window.release(cost)
-		filesDone.Add(1)
+		defer x.pending.Done()
+		defer x.window.release(cost)
+		x.filesDone.Add(1)
 		if err != nil {
 			s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: err.Error()})
 			return true
@@ -374,39 +485,17 @@ func (s *Session) sendFile(ctx context.Context, job *Job, t dataTask, window *by
 		first.Xattrs = []protocol.Xattr{}
 	}
 	sent := int64(0)
-	if e.Size <= frameData && st.Blocks*512 >= st.Size {
-		// The common case: the whole file in one frame.
-		buf := make([]byte, e.Size)
-		n, rerr := io.ReadFull(f, buf)
-		if rerr != nil && !errors.Is(rerr, io.ErrUnexpectedEOF) && !errors.Is(rerr, io.EOF) {
-			pending.Done()
-			window.release(cost)
-			s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: rerr.Error(), Errno: errno(rerr)})
-			filesDone.Add(1)
-			return nil
-		}
-		first.Data, first.Last = buf[:n], true
-		if int64(n) != e.Size {
-			e.Size = int64(n) // shrank meanwhile; the next change brings the rest
-		}
-		if err := s.conn.Send(first, replied); err != nil {
-			return err // replied saw the error
-		}
-		bytesDone.Add(int64(n))
-		s.count(func(st *Stats) { st.DataFiles++; st.DataBytes += int64(n) })
-		return nil
-	}
-	err = readRegions(f, e.Size, st.Blocks*512 < st.Size, func(off int64, data []byte) error {
+	err := readRegions(f, e.Size, st.Blocks*512 < st.Size, func(off int64, data []byte) error {
 		m := &protocol.PutFile{Stream: stream, Mode: t.mode, Offset: off, Data: data}
 		if first != nil {
 			first.Offset, first.Data = off, data
 			m, first = first, nil
 		}
-		if err := s.conn.Send(m, nil); err != nil {
+		if err := x.send(m, nil); err != nil {
 			return err
 		}
 		sent += int64(len(data))
-		bytesDone.Add(int64(len(data)))
+		x.bytesDone.Add(int64(len(data)))
 		return nil
 	})
 	if err != nil && !errors.Is(err, protocol.ErrClosed) {
@@ -419,16 +508,16 @@ func (s *Session) sendFile(ctx context.Context, job *Job, t dataTask, window *by
 			end.Last = true
 		}
 		_ = s.conn.Send(end, func(protocol.Message, error) bool {
-			pending.Done()
-			window.release(cost)
-			filesDone.Add(1)
+			x.pending.Done()
+			x.window.release(cost)
+			x.filesDone.Add(1)
 			return true
 		})
-		return nil
+		return s.conn.Flush()
 	}
 	if err != nil {
-		pending.Done()
-		window.release(cost)
+		x.pending.Done()
+		x.window.release(cost)
 		return err
 	}
 	last := &protocol.PutFile{Stream: stream, Mode: t.mode, Offset: e.Size, Last: true}
@@ -436,11 +525,11 @@ func (s *Session) sendFile(ctx context.Context, job *Job, t dataTask, window *by
 		last = first
 		last.Last = true
 	}
-	if err := s.conn.Send(last, replied); err != nil {
+	if err := x.send(last, replied); err != nil {
 		return err // replied saw the error
 	}
 	s.count(func(st *Stats) { st.DataFiles++; st.DataBytes += sent })
-	return nil
+	return s.conn.Flush()
 }
 
 func firstSlot(ss []tree.Slot) tree.Slot {
@@ -493,32 +582,37 @@ func readRegions(f *os.File, size int64, sparse bool, emit func(off int64, data 
 	return nil
 }
 
-func (s *Session) sendDelta(ctx context.Context, job *Job, f *os.File, e tree.Entry, t dataTask, window *byteWindow, pending *sync.WaitGroup, filesDone, bytesDone *atomic.Int64, path string) error {
+func (x *xfer) sendDelta(ctx context.Context, f *os.File, e tree.Entry, t dataTask, b *batch) error {
+	s, job := x.s, x.job
+	path := s.pathOf(job, e.ID, firstSlot(t.slots))
 	m, err := s.conn.Call(ctx, &protocol.Sig{ID: e.ID, Hint: firstSlot(t.slots)})
 	if err != nil {
 		return err
 	}
 	so := m.(*protocol.SigOK)
 	if so.Missing {
+		// Send it whole (in a batch when small enough): read afresh.
+		t.entry = &e
 		t.old = nil
 		t.mode = protocol.FileReplace
-		return s.sendWhole(ctx, job, f, e, t, window, pending, filesDone, bytesDone, path)
+		f.Close()
+		return x.sendFile(ctx, t, b)
 	}
 	var sig delta.Signature
 	if err := sig.UnmarshalBinary(so.Signature); err != nil {
 		s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: "bad signature from the secondary: " + err.Error()})
-		filesDone.Add(1)
+		x.filesDone.Add(1)
 		return nil
 	}
 	stream := s.nextStream()
 	cost := int64(4 << 20)
-	window.acquire(cost)
-	pending.Add(1)
-	sw := &deltaSender{s: s, stream: stream, entry: &e, hint: firstSlot(t.slots)}
+	x.window.acquire(cost)
+	x.pending.Add(1)
+	sw := &deltaSender{x: x, stream: stream, entry: &e, hint: firstSlot(t.slots)}
 	enc := delta.NewEncoder(sw)
 	sum, err := delta.ComputeDelta(&sig, f, func(op delta.Op) error {
 		if op.Kind == delta.OpLiteral {
-			bytesDone.Add(int64(len(op.Data)))
+			x.bytesDone.Add(int64(len(op.Data)))
 		}
 		return enc.WriteOp(op)
 	})
@@ -529,9 +623,9 @@ func (s *Session) sendDelta(ctx context.Context, job *Job, f *os.File, e tree.En
 		err = sw.flush(false)
 	}
 	done := func(m protocol.Message, rerr error) bool {
-		defer pending.Done()
-		defer window.release(cost)
-		filesDone.Add(1)
+		defer x.pending.Done()
+		defer x.window.release(cost)
+		x.filesDone.Add(1)
 		if rerr != nil {
 			s.fail(Failure{ID: e.ID, Path: path, Op: "DELTA", Error: rerr.Error()})
 		} else if ok, isOK := m.(*protocol.FileOK); isOK && ok.Err != nil {
@@ -541,8 +635,8 @@ func (s *Session) sendDelta(ctx context.Context, job *Job, f *os.File, e tree.En
 	}
 	if err != nil {
 		if errors.Is(err, protocol.ErrClosed) {
-			pending.Done()
-			window.release(cost)
+			x.pending.Done()
+			x.window.release(cost)
 			return err
 		}
 		s.fail(Failure{ID: e.ID, Path: path, Op: "DELTA", Error: err.Error(), Errno: errno(err)})
@@ -552,23 +646,16 @@ func (s *Session) sendDelta(ctx context.Context, job *Job, f *os.File, e tree.En
 	if !sw.started {
 		last.Entry, last.Hint = &e, sw.hint
 	}
-	if err := s.conn.Send(last, done); err != nil {
+	if err := x.send(last, done); err != nil {
 		return err // done saw the error
 	}
 	s.count(func(st *Stats) { st.DataFiles++; st.DeltaFiles++ })
-	return nil
-}
-
-func (s *Session) sendWhole(ctx context.Context, job *Job, f *os.File, e tree.Entry, t dataTask, window *byteWindow, pending *sync.WaitGroup, filesDone, bytesDone *atomic.Int64, path string) error {
-	t.entry = &e
-	t.old = nil
-	f.Close()
-	return s.sendFile(ctx, job, t, window, pending, filesDone, bytesDone)
+	return s.conn.Flush()
 }
 
 // deltaSender frames an encoded delta stream.
 type deltaSender struct {
-	s       *Session
+	x       *xfer
 	stream  uint64
 	entry   *tree.Entry
 	hint    tree.Slot
@@ -596,7 +683,7 @@ func (d *deltaSender) flush(last bool) error {
 		d.started = true
 	}
 	d.buf = nil
-	return d.s.conn.Send(m, nil)
+	return d.x.send(m, nil)
 }
 
 func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
@@ -608,6 +695,46 @@ func readXattrs(p string) []protocol.Xattr {
 	for _, x := range xattr.Read(p, func(n string) bool { return xattr.Synced(n, root) }) {
 		out = append(out, protocol.Xattr{Name: x.Name, Value: x.Value})
 	}
+	return out
+}
+
+// readXattrsFD reads the xattrs georep carries (see package xattr) of an
+// open file, through its descriptor (no path lookup).
+func readXattrsFD(fd int, root bool) []protocol.Xattr {
+	var small [1024]byte
+	buf := small[:]
+	sz, err := unix.Flistxattr(fd, buf)
+	if errors.Is(err, unix.ERANGE) {
+		if sz, err = unix.Flistxattr(fd, nil); err == nil {
+			buf = make([]byte, sz+256)
+			sz, err = unix.Flistxattr(fd, buf)
+		}
+	}
+	if err != nil || sz <= 0 {
+		return nil
+	}
+	var out []protocol.Xattr
+	for names := buf[:sz]; len(names) > 0; {
+		i := bytes.IndexByte(names, 0)
+		if i < 0 {
+			i = len(names)
+		}
+		name := string(names[:i])
+		names = names[min(i+1, len(names)):]
+		if name == "" || !xattr.Synced(name, root) {
+			continue
+		}
+		vsz, err := unix.Fgetxattr(fd, name, nil)
+		if err != nil {
+			continue
+		}
+		v := make([]byte, vsz)
+		if vsz, err = unix.Fgetxattr(fd, name, v); err != nil {
+			continue
+		}
+		out = append(out, protocol.Xattr{Name: name, Value: v[:vsz]})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
 
