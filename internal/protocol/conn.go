@@ -204,11 +204,18 @@ func (c *Conn) Call(ctx context.Context, m Message) (Message, error) {
 }
 
 // Keepalive pings every interval and closes the connection when nothing
-// was received for timeout while requests are outstanding or pings go
-// unanswered. It returns when the connection ends or ctx is done.
+// was received for timeout (pings unanswered, or outstanding requests with
+// no reply): a link cut without a reset is noticed within timeout plus one
+// interval, even while a writer is stuck on the dead link (pings go out
+// from a goroutine of their own, one at a time, so the check never blocks).
+// It pings even while replies stream in, because the agent's idle timer
+// sees only what the primary sends: a primary that only receives (a long
+// verify listing) must still be heard. It returns when the connection ends
+// or ctx is done.
 func (c *Conn) Keepalive(ctx context.Context, interval, timeout time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var pinging atomic.Bool
 	for {
 		select {
 		case <-ctx.Done():
@@ -221,9 +228,13 @@ func (c *Conn) Keepalive(ctx context.Context, interval, timeout time.Duration) {
 				c.fail(fmt.Errorf("%w: no answer from the secondary for %s", ErrClosed, idle.Round(time.Second)))
 				return
 			}
-			if idle >= interval {
-				_ = c.Send(&Ping{}, func(Message, error) bool { return true })
-				_ = c.Flush()
+			if pinging.CompareAndSwap(false, true) {
+				go func() {
+					defer pinging.Store(false)
+					if c.Send(&Ping{}, func(Message, error) bool { return true }) == nil {
+						c.Flush()
+					}
+				}()
 			}
 		}
 	}
