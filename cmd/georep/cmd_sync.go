@@ -117,7 +117,11 @@ func runSync(ctx context.Context, args []string) error {
 		sum.Passes += part.Passes
 		sum.Stats = addStats(sum.Stats, part.Stats)
 		sum.Failures = part.Failures
-		if runErr == nil || !worker.IsConnectionError(runErr) || attempt >= f.reconnects || ctx.Err() != nil {
+		if runErr == nil || !worker.IsConnectionError(runErr) || ctx.Err() != nil {
+			break
+		}
+		if attempt >= f.reconnects {
+			runErr = fmt.Errorf("gave up after %d connection attempts; the secondary stayed unreachable (last error: %w)", attempt, runErr)
 			break
 		}
 		log.Warn("connection to the secondary lost; reconnecting", "attempt", attempt, "in", backoff, "err", runErr)
