@@ -186,7 +186,9 @@ func Make(in Input) Plan {
 					cleanup = append(cleanup, Op{Kind: RemoveTree, ID: x})
 				}
 			}
-		case arriving[x] && !staged[x]:
+		case arriving[x] && !staged[x] && !in.IDs[x].Staged:
+			// The staging area holds one link per ID: one left there by
+			// a run cut short serves the arrival, this one is unlinked.
 			p.Ops = append(p.Ops, Op{Kind: Stage, ID: x, From: s})
 			staged[x] = true
 		default:
@@ -259,7 +261,9 @@ func Make(in Input) Plan {
 		switch {
 		case placed[w.ID]:
 			attach = append(attach, Op{Kind: Link, ID: w.ID, To: s})
-		case staged[w.ID]:
+		case staged[w.ID] || info.Staged:
+			// Staged by this plan, or left in the staging area by a run
+			// cut short: taken from there (a link would leave it behind).
 			attach = append(attach, Op{Kind: Move, ID: w.ID, To: s})
 		case info.Exists:
 			attach = append(attach, Op{Kind: Link, ID: w.ID, To: s})
