@@ -176,6 +176,9 @@ func (a *Agent) list(reqID uint64) error {
 	var limbo []fileid.ID
 	for _, n := range names {
 		if id := fileid.ID(n); id.Valid() {
+			if a.dropRedundantStaged(id) {
+				continue
+			}
 			limbo = append(limbo, id)
 		}
 	}
@@ -195,6 +198,27 @@ func (a *Agent) list(reqID uint64) error {
 	}
 	a.rep.Reply(reqID, &protocol.ListEnd{Count: count, Root: root, Limbo: limbo})
 	return nil
+}
+
+// dropRedundantStaged removes the staged link of a non-directory that also
+// has a link in the tree (its inode has the index link, the staged one and
+// more): a run cut short between staging it and moving it left it there,
+// and the primary now wants it only where the secondary already has it, so
+// no operation would ever take it out. It reports whether it did.
+func (a *Agent) dropRedundantStaged(id fileid.ID) bool {
+	sst, err := statAt(a.tmpFD, idName(id))
+	if err != nil || sst.Mode&unix.S_IFMT == unix.S_IFDIR || sst.Nlink <= 2 {
+		return false
+	}
+	ist, err := statAt(a.rootFD, fileIndexPath(id))
+	if err != nil || ist.Ino != sst.Ino {
+		return false
+	}
+	if unix.Unlinkat(a.tmpFD, idName(id), 0) != nil {
+		return false
+	}
+	a.log.Debug("removed a staged link the tree no longer needs", "id", id.Short())
+	return true
 }
 
 func (a *Agent) listOne(job listDir) ([]*tree.Entry, []listDir, error) {
