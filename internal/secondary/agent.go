@@ -71,6 +71,13 @@ type Agent struct {
 	tmpSeq  atomic.Uint64  // names of files being written from batches
 	// noTmpfile: the filesystem has no O_TMPFILE; batches use the staging area.
 	noTmpfile atomic.Bool
+
+	// Early writeback: every writebackEvery bytes of file data a syncfs
+	// runs in the background, so the one before the stime finds little
+	// left to write.
+	written atomic.Int64
+	syncing atomic.Bool
+	syncWG  sync.WaitGroup
 }
 
 // Serve runs one session on rwc until the primary says goodbye, the stream
@@ -260,6 +267,7 @@ func (a *Agent) replyKick(reqID uint64, m protocol.Message) {
 
 func (a *Agent) close() {
 	a.work.Wait()
+	a.syncWG.Wait() // a background syncfs uses rootFD
 	a.forgetAllFDs()
 	a.buryFDs()
 	a.shardMu.Lock()
@@ -412,6 +420,26 @@ func (a *Agent) readStime() int64 {
 		return 0
 	}
 	return v
+}
+
+// writebackEvery is how much file data the agent writes between two
+// background syncfs calls.
+const writebackEvery = 32 << 20
+
+// wrote counts file data written; past each writebackEvery bytes it starts
+// a background syncfs (one at a time). Writeback then overlaps the
+// transfer instead of all of it waiting for commitStime.
+func (a *Agent) wrote(n int64) {
+	after := a.written.Add(n)
+	if after/writebackEvery == (after-n)/writebackEvery || !a.syncing.CompareAndSwap(false, true) {
+		return
+	}
+	a.syncWG.Add(1)
+	go func() {
+		defer a.syncWG.Done()
+		defer a.syncing.Store(false)
+		unix.Syncfs(a.rootFD)
+	}()
 }
 
 // commitStime makes the applied changes durable, then records the stime.

@@ -168,6 +168,7 @@ func (a *Agent) receiveFile(m *protocol.PutFile, next func() (frame, bool)) prot
 		unix.Unlinkat(a.tmpFD, tmp, 0)
 		return fileErr(protocol.TPutFileOK, m.Stream, e.ID, a.slotPath(m.Slots), werr)
 	}
+	a.wrote(written)
 	return &protocol.FileOK{T: protocol.TPutFileOK, Stream: m.Stream, Bytes: written}
 }
 
@@ -188,6 +189,7 @@ func (a *Agent) receiveFiles(m *protocol.PutFiles) protocol.Message {
 		}
 		out.Bytes += n
 	}
+	a.wrote(out.Bytes)
 	return out
 }
 
@@ -607,6 +609,7 @@ func (a *Agent) receiveDelta(m *protocol.Delta, next func() (frame, bool)) proto
 		unix.Unlinkat(a.tmpFD, tmp, 0)
 		return fileErr(protocol.TDeltaOK, m.Stream, e.ID, "", perr)
 	}
+	a.wrote(written)
 	return &protocol.FileOK{T: protocol.TDeltaOK, Stream: m.Stream, Bytes: written}
 }
 
