@@ -418,7 +418,9 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 		s.PendingChangelogs = len(files)
 		if len(files) == 0 {
 			s.LagSeconds = 0
-			s.Crawl = CrawlChangelog
+			if s.Stime > 0 { // not before the first crawl (its gap is not written yet)
+				s.Crawl = CrawlChangelog
+			}
 		}
 	})
 	if len(files) == 0 {
