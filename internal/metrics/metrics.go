@@ -123,6 +123,9 @@ func formatFloat(v float64) string {
 	case math.IsInf(v, -1):
 		return "-Inf"
 	}
+	if math.Abs(v) < 1e15 {
+		return strconv.FormatFloat(v, 'f', -1, 64) // 225464795, 1795600241.624
+	}
 	return strconv.FormatFloat(v, 'g', -1, 64)
 }
 
