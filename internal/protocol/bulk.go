@@ -140,6 +140,9 @@ func (b *FilesBuilder) Len() int     { return b.n }
 func (b *FilesBuilder) Bytes() int64 { return b.bytes }
 func (b *FilesBuilder) Size() int    { return len(b.e.B) }
 
+// Grow makes room for n more encoded bytes.
+func (b *FilesBuilder) Grow(n int) { b.e.B = slices.Grow(b.e.B, n) }
+
 // Reset empties the builder, keeping its buffer.
 func (b *FilesBuilder) Reset() { b.e.B, b.n, b.bytes = b.e.B[:0], 0, 0 }
 
@@ -169,6 +172,21 @@ func (b *FilesBuilder) Add(mode FileMode, x *tree.Entry, slots []tree.Slot, xs [
 	b.bytes += int64(got)
 	return nil
 }
+
+// preEncoded is a message that holds its encoded body already: Conn.Send
+// writes that (before its next change) instead of encoding a copy.
+type preEncoded interface{ encodedBody() []byte }
+
+func encodeBody(m Message) []byte {
+	if p, ok := m.(preEncoded); ok {
+		if b := p.encodedBody(); b != nil {
+			return b
+		}
+	}
+	return Encode(m)
+}
+
+func (m *PutFiles) encodedBody() []byte { return m.body }
 
 // Message returns the batch as a message. It shares the builder's buffer:
 // send it (Conn.Send encodes at once) before the next Reset or Add.

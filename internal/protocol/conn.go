@@ -158,7 +158,7 @@ func (c *Conn) Send(m Message, fn ReplyFunc) error {
 		c.pending[id] = fn
 		c.mu.Unlock()
 	}
-	body := Encode(m)
+	body := encodeBody(m)
 	c.wmu.Lock()
 	err := WriteFrame(c.w, m.Type(), id, body)
 	c.wmu.Unlock()

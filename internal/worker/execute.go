@@ -41,21 +41,44 @@ const (
 
 // Execute applies a job: entry ops in order, then data, then metadata. It
 // returns errFailures (wrapped) when some items failed; they are in Stats.
+//
+// The three phases are pipelined: the agent applies messages in the order
+// they arrive and entry ops and metadata are barriers there (they see the
+// effects of everything before them), so the primary does not wait for
+// one phase's answers before sending the next: data starts flowing while
+// the agent still creates directories, and metadata follows the last file
+// without a round trip. Every answer is awaited before Execute returns.
 func (s *Session) Execute(ctx context.Context, job *Job) error {
 	before := s.Stats().Failures
 	t0 := time.Now()
-	if err := s.applyOps(ctx, job); err != nil {
+	waitOps, err := s.applyOps(ctx, job)
+	if err != nil {
 		return err
 	}
 	t1 := time.Now()
-	if err := s.transferData(ctx, job); err != nil {
+	waitData, err := s.transferData(ctx, job)
+	if err != nil {
+		waitOps()
 		return err
 	}
 	t2 := time.Now()
-	if err := s.applyMeta(ctx, job); err != nil {
+	waitMeta, err := s.applyMeta(ctx, job)
+	if err != nil {
+		waitOps()
+		waitData()
 		return err
 	}
-	s.log.Info("job applied", "entries", t1.Sub(t0).Round(time.Millisecond), "data", t2.Sub(t1).Round(time.Millisecond), "meta", time.Since(t2).Round(time.Millisecond))
+	t3 := time.Now()
+	for _, wait := range []func() error{waitOps, waitData, waitMeta} {
+		if werr := wait(); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	if err != nil {
+		return err
+	}
+	s.log.Info("job applied", "entries", t1.Sub(t0).Round(time.Millisecond), "data", t2.Sub(t1).Round(time.Millisecond),
+		"meta", t3.Sub(t2).Round(time.Millisecond), "answers", time.Since(t3).Round(time.Millisecond))
 	if n := s.Stats().Failures - before; n > 0 {
 		return fmt.Errorf("%d failures: %w", n, errFailures)
 	}
@@ -89,12 +112,16 @@ func (s *Session) pathOf(job *Job, id fileid.ID, slot tree.Slot) string {
 	return id.Short()
 }
 
-func (s *Session) applyOps(ctx context.Context, job *Job) error {
+// done is the wait of a phase that sent nothing.
+func done() error { return nil }
+
+// applyOps sends the entry ops; wait returns once all are answered.
+func (s *Session) applyOps(ctx context.Context, job *Job) (wait func() error, err error) {
 	ops := job.Plan.Ops
 	if len(ops) == 0 {
-		return nil
+		return done, nil
 	}
-	err := sendChunked(ctx, s, ops, opsPerMessage,
+	wait, err = sendChunked(ctx, s, ops, opsPerMessage,
 		func(c []plan.Op) protocol.Message { return &protocol.Apply{Ops: c} },
 		func(m protocol.Message) []protocol.OpError { return m.(*protocol.ApplyOK).Errors },
 		func(op plan.Op, oe protocol.OpError) {
@@ -105,7 +132,7 @@ func (s *Session) applyOps(ctx context.Context, job *Job) error {
 			s.fail(Failure{ID: op.ID, Path: s.pathOf(job, op.ID, slot), Op: op.Kind.String(), Error: oe.Msg, Errno: oe.Errno})
 		})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.count(func(st *Stats) {
 		st.Entries += len(ops)
@@ -120,14 +147,15 @@ func (s *Session) applyOps(ctx context.Context, job *Job) error {
 			}
 		}
 	})
-	return nil
+	return wait, nil
 }
 
 // sendChunked sends items in pipelined messages of at most per items
-// (wrap builds a message), waits for every answer, and hands each item the
-// secondary reports as failed to onErr. A broken connection is the error.
+// (wrap builds a message) and flushes them; wait waits for every answer,
+// after handing each item the secondary reports as failed to onErr. A
+// broken connection is the error.
 func sendChunked[T any](ctx context.Context, s *Session, items []T, per int, wrap func([]T) protocol.Message,
-	errsOf func(protocol.Message) []protocol.OpError, onErr func(T, protocol.OpError)) error {
+	errsOf func(protocol.Message) []protocol.OpError, onErr func(T, protocol.OpError)) (wait func() error, err error) {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var connErr error
@@ -150,16 +178,20 @@ func sendChunked[T any](ctx context.Context, s *Session, items []T, per int, wra
 			return true
 		})
 		if err != nil {
-			return err // the callback saw the error
+			return nil, err // the callback saw the error
 		}
 	}
 	if err := s.conn.Flush(); err != nil {
-		return err
+		return nil, err
 	}
-	if err := waitCtx(ctx, &wg); err != nil {
-		return err
-	}
-	return connErr
+	return func() error {
+		if err := waitCtx(ctx, &wg); err != nil {
+			return err
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		return connErr
+	}, nil
 }
 
 func waitCtx(ctx context.Context, wg *sync.WaitGroup) error {
@@ -244,7 +276,9 @@ func (b *batch) full() bool {
 	return b.b.Len() >= batchFilesMax || b.b.Bytes() >= batchBytesMax
 }
 
-func (s *Session) transferData(ctx context.Context, job *Job) error {
+// transferData sends the files' content; wait returns once all of it is
+// answered.
+func (s *Session) transferData(ctx context.Context, job *Job) (wait func() error, err error) {
 	var tasks []dataTask
 	var total int64
 	for _, nf := range job.Plan.NewFiles {
@@ -256,12 +290,11 @@ func (s *Session) transferData(ctx context.Context, job *Job) error {
 		total += d.Entry.Size
 	}
 	if len(tasks) == 0 {
-		return nil
+		return done, nil
 	}
 	x := &xfer{s: s, job: job, window: newByteWindow(inflightBytes), root: os.Geteuid() == 0}
-	var err error
 	if x.compress, x.level, err = protocol.ParseCompression(s.cfg.Compression); err != nil {
-		return err
+		return nil, err
 	}
 	startT := time.Now()
 	stopProgress := make(chan struct{})
@@ -279,12 +312,12 @@ func (s *Session) transferData(ctx context.Context, job *Job) error {
 			}
 		}()
 	}
-	defer func() {
+	stop := func() {
 		close(stopProgress)
 		if s.cfg.Progress != nil {
 			s.cfg.Progress(Progress{Files: int(x.filesDone.Load()), TotalFiles: len(tasks), Bytes: x.bytesDone.Load(), TotalBytes: total, Elapsed: time.Since(startT)})
 		}
-	}()
+	}
 
 	// Each sender takes the next task, reads small files straight into its
 	// own batch and sends the batch when full; larger files are streamed
@@ -294,6 +327,9 @@ func (s *Session) transferData(ctx context.Context, job *Job) error {
 	for i := 0; i < s.cfg.SyncJobs; i++ {
 		g.Go(func() error {
 			b := &batch{}
+			// Room for a full batch (its last file may pass the limit by up
+			// to batchFileMax, plus the files' headers), so it never grows.
+			b.b.Grow(batchBytesMax + batchFileMax + batchFilesMax*256)
 			for gctx.Err() == nil {
 				i := int(next.Add(1)) - 1
 				if i >= len(tasks) {
@@ -310,15 +346,20 @@ func (s *Session) transferData(ctx context.Context, job *Job) error {
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return err
+		stop()
+		return nil, err
 	}
 	if err := s.conn.Flush(); err != nil {
-		return err
+		stop()
+		return nil, err
 	}
-	if err := waitCtx(ctx, &x.pending); err != nil {
-		return err
-	}
-	return s.conn.Err()
+	return func() error {
+		defer stop()
+		if err := waitCtx(ctx, &x.pending); err != nil {
+			return err
+		}
+		return s.conn.Err()
+	}, nil
 }
 
 // send sends a data message, compressed when the session asks for it.
@@ -746,9 +787,10 @@ func errno(err error) uint32 {
 	return 0
 }
 
-func (s *Session) applyMeta(ctx context.Context, job *Job) error {
+// applyMeta sends the metadata; wait returns once all is answered.
+func (s *Session) applyMeta(ctx context.Context, job *Job) (wait func() error, err error) {
 	if len(job.Meta) == 0 {
-		return nil
+		return done, nil
 	}
 	items := make([]protocol.MetaItem, 0, len(job.Meta))
 	for _, mi := range job.Meta {
@@ -773,17 +815,17 @@ func (s *Session) applyMeta(ctx context.Context, job *Job) error {
 		}
 		items = append(items, it)
 	}
-	err := sendChunked(ctx, s, items, metaPerMessage,
+	wait, err = sendChunked(ctx, s, items, metaPerMessage,
 		func(c []protocol.MetaItem) protocol.Message { return &protocol.Meta{Items: c} },
 		func(m protocol.Message) []protocol.OpError { return m.(*protocol.MetaOK).Errors },
 		func(it protocol.MetaItem, oe protocol.OpError) {
 			s.fail(Failure{ID: it.Entry.ID, Path: s.pathOf(job, it.Entry.ID, it.Hint), Op: "META", Error: oe.Msg, Errno: oe.Errno})
 		})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	s.count(func(st *Stats) { st.Metadata += len(items) })
-	return nil
+	return wait, nil
 }
 
 // statPrimary returns the current metadata (and xattrs) of a primary file.
