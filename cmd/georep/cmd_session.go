@@ -36,6 +36,9 @@ const sessionHelp = `Sessions are named primary -> secondary pairs run by 'geore
       georep's own .georep unless --force. A root that already holds this
       primary's replica (its .georep names this primary root) is not "non-
       empty": the session resumes from the stime recorded there.
+      A local secondary is examined before the handshake; a remote one only
+      after it, and the handshake resets an index another primary left
+      there (its files stay).
   georep session start NAME          run it (Created or Stopped -> Started)
   georep session pause NAME          hold it between batches; the journal keeps recording
   georep session resume NAME         continue a paused session
@@ -443,10 +446,17 @@ func sessionReports(ctx context.Context, store session.Store, name string) ([]st
 		return nil, err
 	}
 	var out []status.Report
+	meantToRun := false
 	for _, e := range list {
 		if name == "" || e.Name == name {
 			out = append(out, status.Offline(store, e))
+			if e.Session != nil && (e.Session.State == session.Started || e.Session.State == session.Paused) {
+				meantToRun = true
+			}
 		}
+	}
+	if meantToRun {
+		fmt.Fprintln(os.Stderr, "note: no georep daemon runs for this state directory: started sessions show Stopped (systemctl start georep, or georep daemon)")
 	}
 	return out, nil
 }
