@@ -103,12 +103,17 @@ func (s Store) FailuresPath(n string) string {
 	return filepath.Join(s.Dir(n), "failures.json")
 }
 
-// Init creates the state directory (root-only) and its sessions directory.
+// Init creates the state directory and its sessions directory, both
+// root-only (mode 0700) when it creates them; an existing directory keeps
+// its mode (the control socket is 0600 and checks its peers anyway).
 func (s Store) Init() error {
-	if err := os.MkdirAll(s.SessionsDir(), 0o700); err != nil {
+	if err := os.MkdirAll(s.Root, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
-	return os.Chmod(s.Root, 0o700)
+	if err := os.Mkdir(s.SessionsDir(), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	return nil
 }
 
 // Create makes a new session directory and its config.toml. It fails if a
