@@ -71,7 +71,7 @@ func TestKeyParse(t *testing.T) {
 }
 
 func TestStoreRoundTrip(t *testing.T) {
-	st := Store{Root: t.TempDir()}
+	st := Store{Root: filepath.Join(t.TempDir(), "state")}
 	s := &Session{Name: "backup", Primary: "/srv/data", Secondary: "dr@host:/srv/data"}
 	if err := s.Set("exclude", "tmp,cache"); err != nil {
 		t.Fatal(err)
@@ -177,7 +177,6 @@ func TestStoreRoundTrip(t *testing.T) {
 	if _, err := st.Load("backup"); err == nil {
 		t.Error("deleted session loads")
 	}
-	_ = filepath.Join
 }
 
 func TestParseCheckpoint(t *testing.T) {
