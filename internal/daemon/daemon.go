@@ -67,7 +67,9 @@ type Options struct {
 	// FaultyRestart restarts a worker that has been Faulty this long
 	// (default 5m).
 	FaultyRestart time.Duration
-	// StatusInterval is the most often status.json is written (default 1s).
+	// StatusInterval is the most often status.json is written when only
+	// counters change (default 5s); a status change or a completed
+	// checkpoint is written at once. Live status comes from the socket.
 	StatusInterval time.Duration
 	// RescanInterval is how often the sessions directory is re-read for
 	// changes nobody announced (default 5s).
@@ -117,7 +119,7 @@ func Run(ctx context.Context, opts Options) error {
 		opts.FaultyRestart = 5 * time.Minute
 	}
 	if opts.StatusInterval <= 0 {
-		opts.StatusInterval = time.Second
+		opts.StatusInterval = 5 * time.Second
 	}
 	if opts.RescanInterval <= 0 {
 		opts.RescanInterval = 5 * time.Second

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -324,6 +325,7 @@ func (rt *runtime) config(sess *session.Session) (continuous.Config, error) {
 func (rt *runtime) onStatus(st continuous.Status) {
 	now := time.Now()
 	rt.mu.Lock()
+	before := rt.rep
 	r := &rt.rep
 	r.Status, r.CrawlStatus = st.State, st.Crawl
 	if st.Stime > 0 {
@@ -359,12 +361,14 @@ func (rt *runtime) onStatus(st continuous.Status) {
 		cp = rt.sess.Checkpoint
 	}
 	completed := r.UpdateCheckpoint(cp, now)
-	rt.dirty = true
+	if !reflect.DeepEqual(before, rt.rep) {
+		rt.dirty = true
+	}
 	rt.mu.Unlock()
 	if from != st.State {
 		rt.log.Info("worker status change", "from", from, "to", st.State, "crawl", st.Crawl, "err", st.LastError)
 	}
-	if completed {
+	if completed || from != st.State {
 		rt.log.Info("checkpoint completed", "checkpoint", cp.Format(time.RFC3339), "stime", time.Unix(0, st.Stime).Format(time.RFC3339Nano))
 		rt.save()
 	}
