@@ -436,6 +436,9 @@ func (rt *runtime) resync(path string, timeout time.Duration) (*ResyncResult, er
 	if sess == nil || !running {
 		return nil, fmt.Errorf("session %s is not running (status %s): start it first", rt.name, st)
 	}
+	if st != status.Active && st != status.Paused {
+		return nil, fmt.Errorf("session %s is %s: a resync needs the secondary connected (see georep status %s --detail)", rt.name, st, rt.name)
+	}
 	rel, err := ResyncPath(sess.Primary, path)
 	if err != nil {
 		return nil, err
