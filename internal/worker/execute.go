@@ -792,10 +792,22 @@ func (s *Session) applyMeta(ctx context.Context, job *Job) (wait func() error, e
 	if len(job.Meta) == 0 {
 		return done, nil
 	}
+	// A regular file's mtime travels with its content (set when the data
+	// is installed); here it is set only when the content the secondary
+	// holds is the one planned, so a quick check (size, mtime) never
+	// mistakes stale content for current.
+	withData := map[fileid.ID]bool{}
+	for _, nf := range job.Plan.NewFiles {
+		withData[nf.Entry.ID] = true
+	}
+	for _, d := range job.Data {
+		withData[d.Entry.ID] = true
+	}
 	items := make([]protocol.MetaItem, 0, len(job.Meta))
 	for _, mi := range job.Meta {
 		e := *mi.Entry
 		it := protocol.MetaItem{Entry: &e, Hint: mi.Hint}
+		planned := e
 		// Re-read the file's current metadata by handle; a vanished file
 		// is skipped (its removal comes in a later batch).
 		fresh, xattrs, err := s.statPrimary(job, &e, mi.Full && !s.cfg.NoXattrs)
@@ -808,6 +820,9 @@ func (s *Session) applyMeta(ctx context.Context, job *Job) (wait func() error, e
 		}
 		if fresh != nil {
 			e.Meta = fresh.Meta
+			if e.Kind == tree.KindRegular && (withData[e.ID] || fresh.Size != planned.Size || fresh.Meta.Mtime != planned.Meta.Mtime) {
+				it.SkipTimes = true
+			}
 		}
 		if mi.Full && !s.cfg.NoXattrs && e.Kind != tree.KindSymlink {
 			it.SetXattrs = true
@@ -845,7 +860,7 @@ func (s *Session) statPrimary(job *Job, e *tree.Entry, withXattrs bool) (*tree.E
 	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, nil, err
 	}
-	out := &tree.Entry{Meta: tree.Meta{Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}}
+	out := &tree.Entry{Size: st.Size, Meta: tree.Meta{Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}}
 	var xs []protocol.Xattr
 	if withXattrs && tree.KindOf(st.Mode) != tree.KindSymlink {
 		xs = readXattrs(procPath(fd))
