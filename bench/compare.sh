@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# georep beside `rsync -aHAX --delete` and `tar | ssh tar x`, in one run, on
+# the same generated trees (../shared/bench/workload.py), on a fresh
+# journaled ext4 loop mount, with `sync` between runs:
+#
+#   1. initial sync of 20,000 small files over loopback ssh (georep, rsync, tar)
+#   2. initial sync of 5,000 small files over the emulated WAN (25 ms each
+#      way, 100 Mbit/s: wanproxy.py in front of the wan.sh sshd), with the
+#      bandwidth floor (bytes / link rate)
+#   3. 8 x 256 MiB files, 1 MiB changed in each (4 x 256 KiB at random
+#      offsets), resynced over loopback ssh: bytes on the wire and time
+#      (georep --json bytes_sent + bytes_received, rsync --stats)
+#   4. the churn workload on the 20,000-file tree, resynced over loopback
+#      ssh (georep vs rsync; both replicas checked with verify.py)
+#
+# Each timed figure is printed with its peers and the georep/peer ratio.
+# Needs root, rsync, openssh-server. About 4-6 minutes.
+#
+#   bench/compare.sh [--rounds N]     (N interleaved rounds of 1 and 2; default 2, best shown)
+set -euo pipefail
+rounds=2
+[ "${1:-}" = --rounds ] && rounds=$2
+here=$(cd "$(dirname "$0")/.." && pwd)
+shared=$here/../shared; [ -d "$shared/bench" ] || shared=/work/shared
+export PATH=/usr/local/go/bin:$PATH
+(cd "$here" && go build -o bin/georep ./cmd/georep)
+georep=$here/bin/georep
+wl=$shared/bench/workload.py
+
+mnt=/mnt/georep-compare img=/var/tmp/georep-compare.img
+proxy_pid=
+cleanup() {
+  [ -n "$proxy_pid" ] && kill "$proxy_pid" 2>/dev/null || true
+  if [ -z "${KEEP:-}" ] && mountpoint -q $mnt; then umount $mnt && rm -f $img; fi
+}
+trap cleanup EXIT
+if ! mountpoint -q $mnt; then
+  mkdir -p $mnt; truncate -s 12G $img; mkfs.ext4 -q -F $img; mount -o loop,noatime $img $mnt
+fi
+dumpe2fs -h "$(findmnt -n -o SOURCE $mnt)" 2>/dev/null | grep -q has_journal || { echo "$mnt: not a journaled ext4" >&2; exit 1; }
+
+# The wan.sh sshd on 42022 (started if needed) serves both paths: directly
+# for loopback, through a private wanproxy (25 ms, 100 Mbit/s) for the WAN.
+bash "$shared/bench/wan.sh" start >/dev/null 2>&1 || true
+key=/tmp/georep-wan/key
+opts="-i $key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+lo_ssh="ssh -p 42022 $opts"
+wan_port=42053
+python3 "$shared/bench/wanproxy.py" $wan_port 42022 --delay-ms 25 --rate-mbit 100 >/dev/null 2>&1 &
+proxy_pid=$!
+sleep 0.5
+wan_ssh="ssh -p $wan_port $opts"
+$lo_ssh root@127.0.0.1 true || { echo "cannot ssh to root@127.0.0.1:42022" >&2; exit 1; }
+
+secs() { local s e; s=$(date +%s.%N); "$@" >"$mnt/out" 2>&1 || { cat "$mnt/out" >&2; return 1; }; e=$(date +%s.%N); echo "$e - $s" | bc; }
+settle() { rm -rf "$@"; sync; sleep 1; }
+ratio() { echo "scale=2; $1 / $2" | bc; }
+best() { printf '%s\n' "$@" | sort -g | head -1; }
+gsync() { # SRC DST SSH [flags]: a georep sync, JSON summary in $mnt/out
+  local src=$1 dst=$2 ssh=$3; shift 3
+  $georep sync "$src" "root@127.0.0.1:$dst" --state-dir "$dst.state" --ssh-command "$ssh" \
+    --remote-georep "$georep" --no-progress --json "$@"
+}
+gbytes() { python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["stats"]; print(s["bytes_sent"]+s["bytes_received"])' "$mnt/out"; }
+rbytes() { awk '/^Total bytes sent:|^Total bytes received:/ {gsub(",","",$4); n+=$4} END {print n}' "$mnt/out"; }
+verify() { python3 "$shared/bench/verify.py" "$@" | tail -1; }
+
+declare -a report
+line() { report+=("$(printf "$@")"); printf "$@"; echo; }
+
+echo "== populate (workload.py)"
+python3 "$wl" populate $mnt/small --files 20000 >/dev/null
+python3 "$wl" populate $mnt/wan --files 5000 >/dev/null
+python3 "$wl" populate $mnt/large --files 0 --large 8 --large-mib 256 >/dev/null
+sync
+
+echo "== 1. initial sync, 20,000 small files, loopback ssh ($rounds rounds, interleaved)"
+g=() r=() x=()
+for i in $(seq "$rounds"); do
+  g+=("$(secs gsync $mnt/small $mnt/g-small "$lo_ssh")"); [ "$i" = "$rounds" ] || settle $mnt/g-small $mnt/g-small.state
+  r+=("$(secs rsync -aHAX --delete -e "$lo_ssh" $mnt/small/ root@127.0.0.1:$mnt/r-small/)"); [ "$i" = "$rounds" ] || settle $mnt/r-small
+  x+=("$(secs bash -c "tar -C $mnt/small -cf - . | $lo_ssh root@127.0.0.1 'mkdir -p $mnt/t-small && tar -C $mnt/t-small -xf -'")"); settle $mnt/t-small
+  echo "   round $i: georep ${g[-1]} s  rsync ${r[-1]} s  tar ${x[-1]} s"
+done
+echo "   georep replica: $(verify $mnt/small $mnt/g-small)"
+G=$(best "${g[@]}") R=$(best "${r[@]}") X=$(best "${x[@]}")
+line '%-44s georep %6.2f s  rsync %6.2f s  tar %6.2f s   georep/rsync %s  georep/tar %s' \
+  "initial 20k small files, loopback ssh (best)" "$G" "$R" "$X" "$(ratio "$G" "$R")" "$(ratio "$G" "$X")"
+
+echo "== 2. initial sync, 5,000 small files, emulated WAN 50 ms RTT 100 Mbit/s"
+bytes=$(du -sb --apparent-size $mnt/wan | cut -f1)
+floor=$(echo "scale=3; $bytes * 8 / 100000000" | bc)
+g=() r=() x=()
+for i in $(seq "$rounds"); do
+  g+=("$(secs gsync $mnt/wan $mnt/g-wan "$wan_ssh")"); gw=$(gbytes); [ "$i" = "$rounds" ] || settle $mnt/g-wan $mnt/g-wan.state
+  r+=("$(secs rsync -aHAX --delete --stats -e "$wan_ssh" $mnt/wan/ root@127.0.0.1:$mnt/r-wan/)"); rw=$(rbytes); settle $mnt/r-wan
+  x+=("$(secs bash -c "tar -C $mnt/wan -cf - . | $wan_ssh root@127.0.0.1 'mkdir -p $mnt/t-wan && tar -C $mnt/t-wan -xf -'")"); settle $mnt/t-wan
+  echo "   round $i: georep ${g[-1]} s  rsync ${r[-1]} s  tar ${x[-1]} s"
+done
+echo "   georep replica: $(verify $mnt/wan $mnt/g-wan)"; settle $mnt/g-wan $mnt/g-wan.state
+G=$(best "${g[@]}") R=$(best "${r[@]}") X=$(best "${x[@]}")
+line '%-44s georep %6.2f s  rsync %6.2f s  tar %6.2f s   georep/rsync %s  georep/tar %s' \
+  "initial 5k small files, WAN (best)" "$G" "$R" "$X" "$(ratio "$G" "$R")" "$(ratio "$G" "$X")"
+line '%-44s %d file bytes -> floor %s s;  georep/floor %s;  on the wire: georep %d B, rsync %d B, tar %d B' \
+  "   bandwidth floor" "$bytes" "$floor" "$(ratio "$G" "$floor")" "$gw" "$rw" "$(tar -C $mnt/wan -cf - . | wc -c)"
+
+echo "== 3. 8 x 256 MiB, 1 MiB changed in each, loopback ssh"
+secs gsync $mnt/large $mnt/g-large "$lo_ssh" >/dev/null
+secs rsync -aHAX --delete -e "$lo_ssh" $mnt/large/ root@127.0.0.1:$mnt/r-large/ >/dev/null
+python3 - "$mnt/large/large" <<'PY'
+import os, random, sys
+r = random.Random(6)
+for name in sorted(os.listdir(sys.argv[1])):
+    p = os.path.join(sys.argv[1], name)
+    size = os.path.getsize(p)
+    with open(p, "r+b") as f:
+        for _ in range(4):  # 4 x 256 KiB = 1 MiB, at random offsets
+            f.seek(r.randrange(0, size - (256 << 10)))
+            f.write(r.randbytes(256 << 10))
+PY
+sync
+G=$(secs gsync $mnt/large $mnt/g-large "$lo_ssh"); GB=$(gbytes)
+R=$(secs rsync -aHAX --delete --stats -e "$lo_ssh" $mnt/large/ root@127.0.0.1:$mnt/r-large/); RB=$(rbytes)
+echo "   georep replica: $(verify $mnt/large $mnt/g-large)"
+line '%-44s georep %6.2f s  rsync %6.2f s   georep/rsync %s' "8x256 MiB, 1 MiB changed each: time" "$G" "$R" "$(ratio "$G" "$R")"
+line '%-44s georep %d B  rsync %d B   georep/rsync %s' "   bytes on the wire (both directions)" "$GB" "$RB" "$(ratio "$GB" "$RB")"
+settle $mnt/g-large $mnt/g-large.state $mnt/r-large $mnt/large
+
+echo "== 4. churn on the 20,000-file tree, incremental over loopback ssh"
+python3 "$wl" churn $mnt/small | sed 's/^/   /'
+sync
+G=$(secs gsync $mnt/small $mnt/g-small "$lo_ssh"); GB=$(gbytes)
+R=$(secs rsync -aHAX --delete --stats -e "$lo_ssh" $mnt/small/ root@127.0.0.1:$mnt/r-small/); RB=$(rbytes)
+echo "   georep replica: $(verify $mnt/small $mnt/g-small)"
+echo "   rsync replica:  $(verify $mnt/small $mnt/r-small)"
+line '%-44s georep %6.2f s  rsync %6.2f s   georep/rsync %s' "churn 20k files, incremental: time" "$G" "$R" "$(ratio "$G" "$R")"
+line '%-44s georep %d B  rsync %d B   georep/rsync %s' "   bytes on the wire (both directions)" "$GB" "$RB" "$(ratio "$GB" "$RB")"
+
+echo
+printf 'georep %s vs rsync %s and tar %s on %s (%s, %d cores, load %s)\n' "$($georep version | cut -d' ' -f2)" \
+  "$(rsync --version | head -1 | awk '{print $3}')" "$(tar --version | head -1 | awk '{print $NF}')" \
+  "$(findmnt -n -o FSTYPE $mnt) loop" "$(uname -r)" "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%s\n' "${report[@]}"
