@@ -76,7 +76,7 @@ func runVerify(ctx context.Context, args []string) error {
 			// The handshake carries SRC's root ID, as a sync's does: the
 			// agent keeps its index for that primary.
 			Connect: func(ctx context.Context) (verify.RemoteSession, error) {
-				sess, err := worker.Connect(ctx, worker.Config{Source: pos[0], Dest: dst, SSHCommand: *sshCommand,
+				sess, err := worker.Connect(ctx, worker.Config{ReadOnly: true, Source: pos[0], Dest: dst, SSHCommand: *sshCommand,
 					RemoteGeorep: *remoteGeorep, Logger: log})
 				if err != nil {
 					return nil, err

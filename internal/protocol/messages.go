@@ -256,6 +256,9 @@ type Hello struct {
 	RootID    fileid.ID // the primary root's ID: the secondary root stands for it
 	Session   string    // a name for logs
 	FakeSuper bool      // store owner and special files in xattrs even as root
+	// ReadOnly opens a session that only reads (verify): it creates,
+	// cleans and locks nothing, and write requests are refused.
+	ReadOnly bool
 }
 
 func (*Hello) Type() Type { return THello }
@@ -265,6 +268,7 @@ func (m *Hello) Encode(e *Enc) {
 	encID(e, m.RootID)
 	e.String(m.Session)
 	e.Bool(m.FakeSuper)
+	e.Bool(m.ReadOnly)
 }
 func (m *Hello) Decode(d *Dec) {
 	m.Version = d.Uvarint()
@@ -272,6 +276,7 @@ func (m *Hello) Decode(d *Dec) {
 	m.RootID = decID(d)
 	m.Session = d.String()
 	m.FakeSuper = d.Bool()
+	m.ReadOnly = d.Bool()
 }
 
 // HelloOK accepts a session.

@@ -59,6 +59,9 @@ type Agent struct {
 	// sigs keeps the signatures handed out until their delta arrives.
 	sigs sync.Map // fileid.ID -> *delta.Signature
 
+	readOnly bool // a verify session: nothing is written
+	lockFD   int  // flock on .georep/lock held for the session (-1: none)
+
 	streamMu sync.Mutex
 	streams  map[uint64]*fileStream
 	work     sync.WaitGroup
@@ -69,6 +72,7 @@ type Agent struct {
 	shardMu sync.Mutex
 	shards  map[string]int // .georep/ids/XX descriptors, kept for the session
 	tmpSeq  atomic.Uint64  // names of files being written from batches
+	frames  protocol.FramePool
 	// noTmpfile: the filesystem has no O_TMPFILE; batches use the staging area.
 	noTmpfile atomic.Bool
 
@@ -87,7 +91,7 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	a := &Agent{opts: opts, log: log, rootFD: -1, tmpFD: -1, fdCache: map[fileid.ID]int{}, streams: map[uint64]*fileStream{},
+	a := &Agent{opts: opts, log: log, rootFD: -1, tmpFD: -1, lockFD: -1, fdCache: map[fileid.ID]int{}, streams: map[uint64]*fileStream{},
 		sem: make(chan struct{}, 4), rep: protocol.NewReplier(rwc), kick: make(chan struct{}, 1), shards: map[string]int{}}
 	defer a.close()
 	stop := context.AfterFunc(ctx, func() { rwc.Close() })
@@ -124,7 +128,7 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 	}
 	hello := false
 	for {
-		f, err := protocol.ReadFrame(r)
+		f, buf, err := a.frames.ReadFrame(r)
 		if err != nil {
 			a.work.Wait()
 			a.rep.Flush()
@@ -167,9 +171,21 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 			hello = true
 			continue
 		}
+		if a.readOnly && writes(m) {
+			a.rep.Reply(f.ReqID, &protocol.Error{Msg: fmt.Sprintf("protocol: %T refused in a read-only session", m)})
+			a.rep.Flush()
+			continue
+		}
 		switch m := m.(type) {
 		case *protocol.PutFiles:
-			a.async(func() { a.replyKick(f.ReqID, a.receiveFiles(m)) })
+			// The files' data is read from the frame's (pooled) buffer.
+			a.async(func() {
+				a.replyKick(f.ReqID, a.receiveFiles(m))
+				a.frames.Release(buf)
+			})
+			continue
+		case *protocol.FileChunk:
+			a.chunkFrame(f.ReqID, m, buf)
 			continue
 		case *protocol.PutFile:
 			a.putFile(f.ReqID, m)
@@ -267,6 +283,9 @@ func (a *Agent) replyKick(reqID uint64, m protocol.Message) {
 
 func (a *Agent) close() {
 	a.work.Wait()
+	if a.lockFD >= 0 {
+		unix.Close(a.lockFD) // releases the flock
+	}
 	a.syncWG.Wait() // a background syncfs uses rootFD
 	a.forgetAllFDs()
 	a.buryFDs()
@@ -296,6 +315,10 @@ func (a *Agent) hello(h *protocol.Hello) (*protocol.HelloOK, error) {
 	if root == "" {
 		return nil, errors.New("secondary: no root directory given")
 	}
+	a.readOnly = h.ReadOnly
+	if h.ReadOnly {
+		return a.helloReadOnly(h)
+	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("secondary root %s: %w", root, err)
 	}
@@ -324,6 +347,9 @@ func (a *Agent) hello(h *protocol.Hello) (*protocol.HelloOK, error) {
 		}
 	}
 	unix.Close(mfd)
+	if err := a.lockRoot(h.RootID); err != nil {
+		return nil, err
+	}
 	prev, err := readSmallFile(fd, rootIDFile)
 	switch {
 	case err != nil && errors.Is(err, unix.ENOENT):

@@ -46,6 +46,8 @@ type Config struct {
 	Excludes []string
 	// ExcludePaths are absolute paths not replicated (the state dir).
 	ExcludePaths []string
+	// ReadOnly opens a session that only reads the secondary (verify).
+	ReadOnly bool
 	// RemoteGeorep is the georep command on the secondary host.
 	RemoteGeorep string
 	// Progress, when set, is called about every 200 ms during data transfer.
@@ -170,7 +172,7 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	s.conn = protocol.NewConn(s.rwc)
 	hctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	m, err := s.conn.Call(hctx, &protocol.Hello{Version: protocol.Version, Software: Version, RootID: s.rootID, Session: src, FakeSuper: cfg.FakeSuper})
+	m, err := s.conn.Call(hctx, &protocol.Hello{Version: protocol.Version, Software: Version, RootID: s.rootID, Session: src, FakeSuper: cfg.FakeSuper, ReadOnly: cfg.ReadOnly})
 	if err != nil {
 		s.Close()
 		if errors.Is(err, protocol.ErrClosed) && cfg.Dest.Host != "" {
