@@ -1,7 +1,9 @@
 package protocol
 
 import (
+	"encoding/binary"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 
@@ -12,6 +14,7 @@ import (
 // Bulk data messages (types 40-49).
 //
 //	PutFiles    ->  PutFilesOK     many small files whole, one reply per batch
+//	FileChunk   ->  (PutFileOK after the last)  a large file's content after its PutFile
 //	Compressed  ->  (the reply of the message it wraps)
 //
 // One frame and one reply per small file made the ssh stream, both
@@ -20,12 +23,14 @@ const (
 	TPutFiles   Type = 40
 	TPutFilesOK Type = 41
 	TCompressed Type = 42
+	TFileChunk  Type = 43
 )
 
 func init() {
 	Register(TPutFiles, func() Message { return &PutFiles{} })
 	Register(TPutFilesOK, func() Message { return &PutFilesOK{} })
 	Register(TCompressed, func() Message { return &Compressed{} })
+	Register(TFileChunk, func() Message { return &FileChunk{} })
 }
 
 // FileItem is one whole file of a PutFiles batch.
@@ -191,6 +196,125 @@ func (m *PutFiles) encodedBody() []byte { return m.body }
 // Message returns the batch as a message. It shares the builder's buffer:
 // send it (Conn.Send encodes at once) before the next Reset or Add.
 func (b *FilesBuilder) Message() *PutFiles { return &PutFiles{body: b.e.B[:len(b.e.B):len(b.e.B)]} }
+
+// FileChunk carries a piece of a file streamed after its first frame (a
+// PutFile with the entry and no data) in the same Stream; the last chunk
+// (Last, possibly empty) is answered like the PutFile stream's last frame.
+// The data runs to the end of the frame:
+//
+//	stream | offset | last | data
+//
+// Chunks are built straight from the file into a reused buffer
+// (ChunkBuilder) and decoded without copying the data.
+type FileChunk struct {
+	Stream uint64
+	Offset int64
+	Last   bool
+	Data   []byte
+	body   []byte // pre-encoded (ChunkBuilder)
+}
+
+func (*FileChunk) Type() Type { return TFileChunk }
+
+func (m *FileChunk) Encode(e *Enc) {
+	if m.body != nil {
+		e.B = append(e.B, m.body...)
+		return
+	}
+	e.Uvarint(m.Stream)
+	e.Varint(m.Offset)
+	e.Bool(m.Last)
+	e.B = append(e.B, m.Data...)
+}
+
+func (m *FileChunk) Decode(d *Dec) {
+	m.Stream = d.Uvarint()
+	m.Offset = d.Varint()
+	m.Last = d.Bool()
+	if d.Err == nil {
+		m.Data, d.B = d.B, nil
+	}
+}
+
+func (m *FileChunk) encodedBody() []byte { return m.body }
+
+// ChunkBuilder makes FileChunks in one reused buffer.
+type ChunkBuilder struct{ e Enc }
+
+// Chunk returns a chunk of at most n bytes that fill reads into the buffer
+// it is given; it shares the builder's buffer (send it before the next
+// Chunk). On an error the chunk holds what fill read before it.
+func (c *ChunkBuilder) Chunk(stream uint64, off int64, last bool, n int, fill func([]byte) (int, error)) (*FileChunk, error) {
+	c.e.B = c.e.B[:0]
+	c.e.Uvarint(stream)
+	c.e.Varint(off)
+	c.e.Bool(last)
+	hdr := len(c.e.B)
+	c.e.B = slices.Grow(c.e.B, n)[:hdr+n]
+	var got int
+	var err error
+	if n > 0 {
+		got, err = fill(c.e.B[hdr:])
+	}
+	c.e.B = c.e.B[:hdr+got]
+	return &FileChunk{Stream: stream, Offset: off, Last: last, Data: c.e.B[hdr:], body: c.e.B}, err
+}
+
+// FramePool reads frames into reused buffers: large frames (bulk data)
+// are otherwise the agent's main allocation, zeroed and collected each
+// time. A pooled frame's buffer goes back with Release once nothing refers
+// to the frame's body.
+type FramePool struct{ p sync.Pool }
+
+// Pooled frames: at least poolMin bytes, buffers of at least poolSize (a
+// large file's chunk, the common size).
+const (
+	poolMin  = 64 << 10
+	poolSize = 1<<20 + 64
+)
+
+// ReadFrame reads one frame as the package's ReadFrame does; buf is the
+// pooled buffer holding it (nil when not pooled), for Release.
+func (fp *FramePool) ReadFrame(r io.Reader) (f Frame, buf *[]byte, err error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return Frame{}, nil, err
+	}
+	total := binary.BigEndian.Uint32(hdr[:4])
+	if total < 2 || total > MaxFrame {
+		return Frame{}, nil, fmt.Errorf("%w: frame length %d", ErrMalformed, total)
+	}
+	n := int(total - 1)
+	var b []byte
+	if n >= poolMin {
+		buf, _ = fp.p.Get().(*[]byte)
+		if buf == nil || cap(*buf) < n {
+			nb := make([]byte, max(n, poolSize))
+			buf = &nb
+		}
+		b = (*buf)[:n]
+	} else {
+		b = make([]byte, n)
+	}
+	if _, err := io.ReadFull(r, b); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return Frame{}, nil, err
+	}
+	id, k := binary.Uvarint(b)
+	if k <= 0 {
+		return Frame{}, nil, fmt.Errorf("%w: request id", ErrMalformed)
+	}
+	return Frame{Type: Type(hdr[4]), ReqID: id, Body: b[k:]}, buf, nil
+}
+
+// Release hands a pooled frame buffer back (nil is ignored).
+func (fp *FramePool) Release(buf *[]byte) {
+	if buf != nil {
+		fp.p.Put(buf)
+	}
+}
 
 // PutFilesOK answers a PutFiles: the files that failed (by index) and the
 // bytes written.

@@ -157,3 +157,53 @@ func TestParseCompression(t *testing.T) {
 		}
 	}
 }
+
+func TestFileChunkAndFramePool(t *testing.T) {
+	var cb ChunkBuilder
+	var pool FramePool
+	var wire bytes.Buffer
+	content := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB: a pooled frame
+	for i, n := range []int{len(content), 100, 0} {
+		c, err := cb.Chunk(7, int64(i)<<20, n == 0, n, func(p []byte) (int, error) { return copy(p, content), nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteFrame(&wire, c.Type(), uint64(i+1), encodeBody(c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := cb.Chunk(7, 0, false, 10, func(p []byte) (int, error) { return 4, errors.New("EIO") })
+	if err == nil || len(c.Data) != 4 {
+		t.Fatalf("a failed read gives %d bytes and %v; want 4 and the error", len(c.Data), err)
+	}
+	for i, want := range []int{len(content), 100, 0} {
+		f, buf, err := pool.ReadFrame(&wire)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (buf != nil) != (f.ReqID == 1) {
+			t.Fatalf("frame %d: pooled %v", f.ReqID, buf != nil)
+		}
+		m, err := Decode(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fc := m.(*FileChunk)
+		if fc.Stream != 7 || fc.Offset != int64(i)<<20 || fc.Last != (want == 0) || !bytes.Equal(fc.Data, content[:want]) {
+			t.Fatalf("chunk %d: stream %d offset %d last %v, %d bytes", i, fc.Stream, fc.Offset, fc.Last, len(fc.Data))
+		}
+		if !bytes.Equal(Encode(fc), f.Body) {
+			t.Fatalf("chunk %d does not re-encode to its frame", i)
+		}
+		pool.Release(buf)
+	}
+	// Cut frames are errors, not short reads.
+	var one bytes.Buffer
+	c, _ = cb.Chunk(1, 0, true, 3, func(p []byte) (int, error) { return copy(p, "abc"), nil })
+	WriteFrame(&one, c.Type(), 1, encodeBody(c))
+	for cut := 1; cut < one.Len(); cut++ {
+		if _, _, err := pool.ReadFrame(bytes.NewReader(one.Bytes()[:cut])); err == nil {
+			t.Fatalf("a frame cut at %d of %d bytes was read", cut, one.Len())
+		}
+	}
+}

@@ -27,6 +27,7 @@ type fileStream struct {
 type frame struct {
 	put   *protocol.PutFile
 	delta *protocol.Delta
+	buf   *[]byte // pooled frame buffer put.Data lives in (FileChunk), or nil
 }
 
 // putFile handles one PutFile frame. A file in one frame is written on the
@@ -42,6 +43,14 @@ func (a *Agent) putFile(reqID uint64, m *protocol.PutFile) {
 	a.streamFrame(reqID, m.Stream, m.Entry != nil, m.Last, frame{put: m}, func(first frame, next func() (frame, bool)) protocol.Message {
 		return a.receiveFile(first.put, next)
 	})
+}
+
+// chunkFrame routes a FileChunk (a piece of a large file, after its
+// PutFile) to its stream as a data frame; its buffer goes back to the pool
+// once written.
+func (a *Agent) chunkFrame(reqID uint64, m *protocol.FileChunk, buf *[]byte) {
+	put := &protocol.PutFile{Stream: m.Stream, Offset: m.Offset, Data: m.Data, Last: m.Last}
+	a.streamFrame(reqID, m.Stream, false, m.Last, frame{put: put, buf: buf}, nil)
 }
 
 func (a *Agent) deltaFrame(reqID uint64, m *protocol.Delta) {
@@ -74,7 +83,8 @@ func (a *Agent) streamFrame(reqID, stream uint64, first, last bool, f frame, run
 				return fr, ok
 			}
 			reply := run(f, next)
-			for range st.ch { // drain what a failure left unread
+			for fr := range st.ch { // drain what a failure left unread
+				a.frames.Release(fr.buf)
 			}
 			a.replyKick(st.lastReq, reply)
 		}()
@@ -124,25 +134,27 @@ func (a *Agent) receiveFile(m *protocol.PutFile, next func() (frame, bool)) prot
 	f := os.NewFile(uintptr(fd), tmp)
 	var werr error
 	var written int64
-	cur := m
+	cur := frame{put: m}
 	for {
-		if werr == nil && len(cur.Data) > 0 {
-			if cur.Offset < 0 || cur.Offset > e.Size {
-				werr = fmt.Errorf("protocol: data at offset %d beyond size %d", cur.Offset, e.Size)
-			} else if _, err := f.WriteAt(cur.Data, cur.Offset); err != nil {
+		if werr == nil && len(cur.put.Data) > 0 {
+			if cur.put.Offset < 0 || cur.put.Offset > e.Size {
+				werr = fmt.Errorf("protocol: data at offset %d beyond size %d", cur.put.Offset, e.Size)
+			} else if _, err := f.WriteAt(cur.put.Data, cur.put.Offset); err != nil {
 				werr = fmt.Errorf("write: %w", err)
 			}
-			written += int64(len(cur.Data))
+			written += int64(len(cur.put.Data))
 		}
-		if cur.Last {
+		a.frames.Release(cur.buf)
+		if cur.put.Last {
 			break
 		}
 		fr, ok := next()
 		if !ok || fr.put == nil {
+			a.frames.Release(fr.buf)
 			werr = errors.New("protocol: file stream ended early")
 			break
 		}
-		cur = fr.put
+		cur = fr
 	}
 	if werr == nil {
 		if err := f.Truncate(e.Size); err != nil {

@@ -263,8 +263,9 @@ type xfer struct {
 
 // batch is one sender's PutFiles under construction.
 type batch struct {
-	b     protocol.FilesBuilder
-	files []batchFile
+	b      protocol.FilesBuilder
+	files  []batchFile
+	chunks protocol.ChunkBuilder // large files' content
 }
 
 type batchFile struct {
@@ -497,11 +498,11 @@ func (x *xfer) sendFile(ctx context.Context, t dataTask, b *batch) error {
 		}
 		return nil
 	}
-	return x.sendStream(f, &st, e, t, xattrs)
+	return x.sendStream(f, &st, e, t, xattrs, b)
 }
 
 // sendStream sends a large or sparse file in frames of one stream.
-func (x *xfer) sendStream(f *os.File, st *unix.Stat_t, e tree.Entry, t dataTask, xattrs []protocol.Xattr) error {
+func (x *xfer) sendStream(f *os.File, st *unix.Stat_t, e tree.Entry, t dataTask, xattrs []protocol.Xattr, b *batch) error {
 	s, job := x.s, x.job
 	path := s.pathOf(job, e.ID, firstSlot(t.slots))
 	stream := s.nextStream()
@@ -521,33 +522,34 @@ func (x *xfer) sendStream(f *os.File, st *unix.Stat_t, e tree.Entry, t dataTask,
 		}
 		return true
 	}
+	// The first frame describes the file; the content follows in chunks
+	// read straight into the sender's chunk buffer.
 	first := &protocol.PutFile{Stream: stream, Mode: t.mode, Entry: &e, Slots: t.slots, Xattrs: xattrs}
 	if t.mode == protocol.FileNew && xattrs == nil {
 		first.Xattrs = []protocol.Xattr{}
 	}
+	if err := x.send(first, nil); err != nil {
+		x.pending.Done()
+		x.window.release(cost)
+		return err
+	}
 	sent := int64(0)
-	err := readRegions(f, e.Size, st.Blocks*512 < st.Size, func(off int64, data []byte) error {
-		m := &protocol.PutFile{Stream: stream, Mode: t.mode, Offset: off, Data: data}
-		if first != nil {
-			first.Offset, first.Data = off, data
-			m, first = first, nil
+	err := readRegions(f, e.Size, st.Blocks*512 < st.Size, func(off int64, n int) (int, error) {
+		c, err := b.chunks.Chunk(stream, off, false, n, func(p []byte) (int, error) { return f.ReadAt(p, off) })
+		if len(c.Data) > 0 {
+			if serr := x.send(c, nil); serr != nil {
+				return 0, serr
+			}
+			sent += int64(len(c.Data))
+			x.bytesDone.Add(int64(len(c.Data)))
 		}
-		if err := x.send(m, nil); err != nil {
-			return err
-		}
-		sent += int64(len(data))
-		x.bytesDone.Add(int64(len(data)))
-		return nil
+		return len(c.Data), err
 	})
 	if err != nil && !errors.Is(err, protocol.ErrClosed) {
 		// A read error on the primary: end the stream so the secondary
-		// discards it, and report the file.
+		// discards it (the size check fails), and report the file.
 		s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: err.Error(), Errno: errno(err)})
-		end := &protocol.PutFile{Stream: stream, Mode: t.mode, Last: true}
-		if first != nil {
-			end = first
-			end.Last = true
-		}
+		end := &protocol.FileChunk{Stream: stream, Offset: e.Size + 1, Last: true, Data: []byte{0}}
 		_ = s.conn.Send(end, func(protocol.Message, error) bool {
 			x.pending.Done()
 			x.window.release(cost)
@@ -561,12 +563,7 @@ func (x *xfer) sendStream(f *os.File, st *unix.Stat_t, e tree.Entry, t dataTask,
 		x.window.release(cost)
 		return err
 	}
-	last := &protocol.PutFile{Stream: stream, Mode: t.mode, Offset: e.Size, Last: true}
-	if first != nil {
-		last = first
-		last.Last = true
-	}
-	if err := x.send(last, replied); err != nil {
+	if err := x.send(&protocol.FileChunk{Stream: stream, Offset: e.Size, Last: true}, replied); err != nil {
 		return err // replied saw the error
 	}
 	s.count(func(st *Stats) { st.DataFiles++; st.DataBytes += sent })
@@ -580,9 +577,11 @@ func firstSlot(ss []tree.Slot) tree.Slot {
 	return ss[0]
 }
 
-// readRegions reads a file in frame-sized pieces; for a sparse file it
-// skips holes (SEEK_DATA/SEEK_HOLE), so holes stay holes on the secondary.
-func readRegions(f *os.File, size int64, sparse bool, emit func(off int64, data []byte) error) error {
+// readRegions reads a file in frame-sized pieces through read (which
+// returns how much it read); for a sparse file it skips holes
+// (SEEK_DATA/SEEK_HOLE), so holes stay holes on the secondary. A file that
+// shrank meanwhile ends early: the next change fixes it.
+func readRegions(f *os.File, size int64, sparse bool, read func(off int64, n int) (int, error)) error {
 	fd := int(f.Fd())
 	off := int64(0)
 	for off < size {
@@ -603,20 +602,16 @@ func readRegions(f *os.File, size int64, sparse bool, emit func(off int64, data 
 			}
 		}
 		for off < end {
-			n := min(int64(frameData), end-off)
-			buf := make([]byte, n)
-			got, err := f.ReadAt(buf, off)
-			if got > 0 {
-				if err := emit(off, buf[:got]); err != nil {
-					return err
-				}
-				off += int64(got)
-			}
+			got, err := read(off, int(min(int64(frameData), end-off)))
+			off += int64(got)
 			if err != nil {
 				if errors.Is(err, io.EOF) {
-					return nil // shrank meanwhile; the next change fixes it
+					return nil
 				}
 				return err
+			}
+			if got == 0 {
+				return nil
 			}
 		}
 	}
