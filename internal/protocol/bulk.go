@@ -44,16 +44,23 @@ type FileItem struct {
 
 // PutFiles carries several whole files. Each is installed on its own: a
 // failure is reported by index in PutFilesOK and does not stop the others.
-// The body is the items one after the other, up to the end of the frame:
+// The body holds the files' contents back to back, then their headers,
+// then a 9-byte trailer:
 //
-//	mode | entry | slots | xattrs | data
+//	data 0 | data 1 | ... | headers | method | raw headers size (u32) | headers size (u32)
 //
-// where slots is a count plus one and the slots, or 0 for the common
-// "linked at Entry.Slot only" (that slot is not sent twice).
+// Headers are, per file, mode | entry | slots | xattrs | data length;
+// slots is a count plus one and the slots, or 0 for the common "linked at
+// Entry.Slot only". Method 1 means the headers are zstd-compressed (IDs and
+// names repeat from file to file: about a fifth of their size), 0 that
+// they are stored. The contents come first so that files are read straight
+// into the message buffer; the headers, built aside, are appended last.
 type PutFiles struct {
 	Files []FileItem
-	body  []byte // pre-encoded items (FilesBuilder)
+	body  []byte // pre-encoded (FilesBuilder)
 }
+
+const putFilesTrailer = 9
 
 func (*PutFiles) Type() Type { return TPutFiles }
 
@@ -62,44 +69,99 @@ func (m *PutFiles) Encode(e *Enc) {
 		e.B = append(e.B, m.body...)
 		return
 	}
+	if len(m.Files) == 0 {
+		return
+	}
+	var h Enc
 	for i := range m.Files {
 		it := &m.Files[i]
-		encFileHead(e, it.Mode, it.Entry, it.Slots, it.Xattrs)
-		e.Bytes(it.Data)
+		e.B = append(e.B, it.Data...)
+		encFileHead(&h, it.Mode, it.Entry, it.Slots, it.Xattrs)
+		h.Uvarint(uint64(len(it.Data)))
 	}
+	e.B = appendHeaders(e.B, h.B)
+}
+
+// appendHeaders appends a PutFiles body's headers and trailer.
+func appendHeaders(b, h []byte) []byte {
+	at := len(b)
+	method := byte(1)
+	b = encoder(0).EncodeAll(h, b)
+	if len(b)-at >= len(h) {
+		b, method = append(b[:at], h...), 0
+	}
+	n := len(b) - at
+	b = append(b, method)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(h)))
+	return binary.BigEndian.AppendUint32(b, uint32(n))
 }
 
 // Decode reads the items; Data aliases the frame (no copy: the frame buffer
 // is the receiver's own).
 func (m *PutFiles) Decode(d *Dec) {
-	for d.Err == nil && len(d.B) > 0 {
-		if len(m.Files) >= maxItems {
-			d.fail("file count")
+	b := d.B
+	if len(b) == 0 {
+		return // no files
+	}
+	if len(b) < putFilesTrailer {
+		d.fail("files trailer")
+		return
+	}
+	t := b[len(b)-putFilesTrailer:]
+	method, raw, n := t[0], binary.BigEndian.Uint32(t[1:5]), binary.BigEndian.Uint32(t[5:9])
+	if method > 1 || uint64(n) > uint64(len(b)-putFilesTrailer) || raw > MaxFrame || (method == 0 && raw != n) {
+		d.fail("files trailer")
+		return
+	}
+	data, hb := b[:len(b)-putFilesTrailer-int(n)], b[len(b)-putFilesTrailer-int(n):len(b)-putFilesTrailer]
+	d.B = nil
+	if method == 1 {
+		var err error
+		if hb, err = decoder().DecodeAll(hb, make([]byte, 0, raw)); err != nil || len(hb) != int(raw) {
+			d.fail("files headers")
 			return
+		}
+	}
+	h := &Dec{B: hb}
+	for h.Err == nil && len(h.B) > 0 {
+		if len(m.Files) >= maxItems {
+			h.fail("file count")
+			break
 		}
 		var it FileItem
-		it.Mode = FileMode(d.Uvarint())
+		it.Mode = FileMode(h.Uvarint())
 		if it.Mode != FileNew && it.Mode != FileReplace {
-			d.fail("file mode")
-			return
+			h.fail("file mode")
+			break
 		}
-		it.Entry = decEntry(d)
-		if d.Err != nil {
-			return
+		it.Entry = decEntry(h)
+		if h.Err != nil {
+			break
 		}
-		if len(d.B) > 0 && d.B[0] == 0 {
-			d.B = d.B[1:]
+		if len(h.B) > 0 && h.B[0] == 0 {
+			h.B = h.B[1:]
 			it.Slots = []tree.Slot{it.Entry.Slot}
-		} else if n := d.Len(maxItems+1, 2); n > 0 {
-			it.Slots = make([]tree.Slot, n-1)
+		} else if k := h.Len(maxItems+1, 2); k > 0 {
+			it.Slots = make([]tree.Slot, k-1)
 			for i := range it.Slots {
-				it.Slots[i] = decSlot(d)
+				it.Slots[i] = decSlot(h)
 			}
 		}
-		it.Xattrs = decXattrs(d)
-		it.Data = d.bytesRef()
+		it.Xattrs = decXattrs(h)
+		size := h.Uvarint()
+		if h.Err == nil && size > uint64(len(data)) {
+			h.fail("file data length")
+		}
+		if h.Err != nil {
+			break
+		}
+		it.Data, data = data[:size:size], data[size:]
 		m.Files = append(m.Files, it)
 	}
+	if h.Err == nil && len(data) > 0 {
+		h.fail("data beyond the files")
+	}
+	d.Err = h.Err
 }
 
 func encFileHead(e *Enc, mode FileMode, x *tree.Entry, slots []tree.Slot, xs []Xattr) {
@@ -116,63 +178,47 @@ func encFileHead(e *Enc, mode FileMode, x *tree.Entry, slots []tree.Slot, xs []X
 	encXattrs(e, xs)
 }
 
-// bytesRef reads a length-prefixed byte slice without copying it.
-func (d *Dec) bytesRef() []byte {
-	n := d.Uvarint()
-	if d.Err != nil {
-		return nil
-	}
-	if n > uint64(len(d.B)) {
-		d.fail("byte length")
-		return nil
-	}
-	b := d.B[:n:n]
-	d.B = d.B[n:]
-	return b
-}
-
-// FilesBuilder encodes a PutFiles batch item by item, reading each file's
+// FilesBuilder encodes a PutFiles batch file by file, reading each file's
 // content straight into the message buffer.
 type FilesBuilder struct {
-	e     Enc
+	e     Enc // the contents; Message appends headers and trailer
+	h     Enc // the headers
+	data  int // length of the contents in e
 	n     int
 	bytes int64
 }
 
-// Len is the number of files added; Bytes their content bytes; Size the
-// encoded size so far.
+// Len is the number of files added; Bytes their content bytes.
 func (b *FilesBuilder) Len() int     { return b.n }
 func (b *FilesBuilder) Bytes() int64 { return b.bytes }
-func (b *FilesBuilder) Size() int    { return len(b.e.B) }
 
-// Grow makes room for n more encoded bytes.
-func (b *FilesBuilder) Grow(n int) { b.e.B = slices.Grow(b.e.B, n) }
+// Grow makes room for n more content bytes.
+func (b *FilesBuilder) Grow(n int) { b.e.B = slices.Grow(b.e.B[:b.data], n) }
 
-// Reset empties the builder, keeping its buffer.
-func (b *FilesBuilder) Reset() { b.e.B, b.n, b.bytes = b.e.B[:0], 0, 0 }
+// Reset empties the builder, keeping its buffers.
+func (b *FilesBuilder) Reset() {
+	b.e.B, b.h.B, b.data, b.n, b.bytes = b.e.B[:0], b.h.B[:0], 0, 0, 0
+}
 
 // Add appends one file of size bytes whose content fill reads into the
 // buffer it is given, returning how many bytes it read. When fill reads
 // fewer (the file shrank meanwhile), x.Size is set to what was read. On a
 // fill error nothing is added.
 func (b *FilesBuilder) Add(mode FileMode, x *tree.Entry, slots []tree.Slot, xs []Xattr, size int, fill func([]byte) (int, error)) error {
-	start := len(b.e.B)
-	encFileHead(&b.e, mode, x, slots, xs)
-	b.e.Uvarint(uint64(size))
-	off := len(b.e.B)
-	b.e.B = slices.Grow(b.e.B, size)[:off+size]
+	off := b.data
+	b.e.B = slices.Grow(b.e.B[:off], size)[:off+size]
 	got, err := fill(b.e.B[off:])
 	if err != nil {
-		b.e.B = b.e.B[:start]
+		b.e.B = b.e.B[:off]
 		return err
 	}
 	if got != size {
-		data := append([]byte(nil), b.e.B[off:off+got]...)
-		b.e.B = b.e.B[:start]
 		x.Size = int64(got)
-		encFileHead(&b.e, mode, x, slots, xs)
-		b.e.Bytes(data)
 	}
+	b.data = off + got
+	b.e.B = b.e.B[:b.data]
+	encFileHead(&b.h, mode, x, slots, xs)
+	b.h.Uvarint(uint64(got))
 	b.n++
 	b.bytes += int64(got)
 	return nil
@@ -195,7 +241,24 @@ func (m *PutFiles) encodedBody() []byte { return m.body }
 
 // Message returns the batch as a message. It shares the builder's buffer:
 // send it (Conn.Send encodes at once) before the next Reset or Add.
-func (b *FilesBuilder) Message() *PutFiles { return &PutFiles{body: b.e.B[:len(b.e.B):len(b.e.B)]} }
+func (b *FilesBuilder) Message() *PutFiles {
+	if b.n == 0 {
+		return &PutFiles{}
+	}
+	b.e.B = appendHeaders(b.e.B[:b.data], b.h.B)
+	return &PutFiles{body: b.e.B[:len(b.e.B):len(b.e.B)]}
+}
+
+// PutFilesOK answers a PutFiles: the files that failed (by index) and the
+// bytes written.
+type PutFilesOK struct {
+	Errors []OpError
+	Bytes  int64
+}
+
+func (*PutFilesOK) Type() Type      { return TPutFilesOK }
+func (m *PutFilesOK) Encode(e *Enc) { e.Varint(m.Bytes); encErrs(e, m.Errors) }
+func (m *PutFilesOK) Decode(d *Dec) { m.Bytes = d.Varint(); m.Errors = decErrs(d) }
 
 // FileChunk carries a piece of a file streamed after its first frame (a
 // PutFile with the entry and no data) in the same Stream; the last chunk
@@ -315,17 +378,6 @@ func (fp *FramePool) Release(buf *[]byte) {
 		fp.p.Put(buf)
 	}
 }
-
-// PutFilesOK answers a PutFiles: the files that failed (by index) and the
-// bytes written.
-type PutFilesOK struct {
-	Errors []OpError
-	Bytes  int64
-}
-
-func (*PutFilesOK) Type() Type      { return TPutFilesOK }
-func (m *PutFilesOK) Encode(e *Enc) { e.Varint(m.Bytes); encErrs(e, m.Errors) }
-func (m *PutFilesOK) Decode(d *Dec) { m.Bytes = d.Varint(); m.Errors = decErrs(d) }
 
 // Compressed wraps another message whose body is zstd-compressed; the
 // receiver handles the inner message as if it had come alone, and replies

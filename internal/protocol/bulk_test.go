@@ -81,7 +81,7 @@ func TestFilesBuilder(t *testing.T) {
 		}
 	}
 	b.Reset()
-	if b.Len() != 0 || b.Size() != 0 {
+	if b.Len() != 0 || len(encodeBody(b.Message())) != 0 {
 		t.Fatal("Reset leaves content")
 	}
 }
@@ -138,10 +138,19 @@ func TestPutFilesRejectsBadItems(t *testing.T) {
 			t.Fatalf("a batch cut at %d of %d bytes decoded", i, len(good))
 		}
 	}
-	bad := append([]byte{}, good...)
-	bad[0] = 9 // file mode
+	bad := Encode(&PutFiles{Files: []FileItem{{Mode: 9, Entry: e, Slots: []tree.Slot{e.Slot}, Data: []byte("abc")}}})
 	if _, err := Decode(Frame{Type: TPutFiles, Body: bad}); err == nil {
 		t.Fatal("a bad file mode decoded")
+	}
+	// Data the headers do not account for, or headers claiming more.
+	for _, d := range []int{-1, 1} {
+		var h Enc
+		encFileHead(&h, FileNew, e, []tree.Slot{e.Slot}, nil)
+		h.Uvarint(uint64(3 + d))
+		body := appendHeaders([]byte("abc"), h.B)
+		if _, err := Decode(Frame{Type: TPutFiles, Body: body}); err == nil {
+			t.Fatalf("data length off by %d decoded", d)
+		}
 	}
 }
 
