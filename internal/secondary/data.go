@@ -229,13 +229,7 @@ func (a *Agent) writeWhole(it *protocol.FileItem) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("create: %w", err)
 	}
-	werr := a.fillFile(fd, it)
-	var st unix.Stat_t
-	if werr == nil {
-		if err := unix.Fstat(fd, &st); err != nil {
-			werr = err
-		}
-	}
+	st, werr := a.fillFile(fd, it)
 	unix.Close(fd)
 	if werr == nil {
 		if it.Mode == protocol.FileNew {
@@ -266,7 +260,9 @@ func (a *Agent) writeNewTmpfile(it *protocol.FileItem) (done bool, err error) {
 	if err != nil {
 		return false, nil
 	}
-	fd, err := unix.Openat(sfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
+	// Created with its final permission bits (an unnamed file nobody else
+	// can open), so that fchmod is usually not needed.
+	fd, err := unix.Openat(sfd, ".", unix.O_TMPFILE|unix.O_WRONLY|unix.O_CLOEXEC, a.fileMode(e)&0o777)
 	if err != nil {
 		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EINVAL) {
 			a.noTmpfile.Store(true)
@@ -274,11 +270,8 @@ func (a *Agent) writeNewTmpfile(it *protocol.FileItem) (done bool, err error) {
 		return false, nil
 	}
 	defer unix.Close(fd)
-	if err := a.fillFile(fd, it); err != nil {
-		return true, err
-	}
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	st, err := a.fillFile(fd, it)
+	if err != nil {
 		return true, err
 	}
 	name := idName(e.ID)
@@ -303,33 +296,31 @@ func (a *Agent) writeNewTmpfile(it *protocol.FileItem) (done bool, err error) {
 	if err != nil {
 		return true, fmt.Errorf("link into the index: %w", err)
 	}
-	a.idx.mu.Lock()
-	if old, ok := a.idx.files[e.ID]; ok && old != st.Ino {
-		delete(a.idx.byIno, old)
-	}
-	a.idx.files[e.ID] = st.Ino
-	a.idx.byIno[st.Ino] = e.ID
-	a.idx.mu.Unlock()
+	a.idx.setFile(e.ID, st.Ino)
 	return true, a.linkSlots(e.ID, sfd, it.Slots)
 }
 
 // fillFile writes a batch file's content and metadata through fd.
-func (a *Agent) fillFile(fd int, it *protocol.FileItem) error {
+// It returns the file's stat (for its inode).
+func (a *Agent) fillFile(fd int, it *protocol.FileItem) (unix.Stat_t, error) {
+	var st unix.Stat_t
 	e := it.Entry
-	werr := writeAll(fd, it.Data)
-	if werr == nil && int64(len(it.Data)) < e.Size {
+	if err := writeAll(fd, it.Data); err != nil {
+		return st, err
+	}
+	if int64(len(it.Data)) < e.Size {
 		if err := unix.Ftruncate(fd, e.Size); err != nil {
-			werr = fmt.Errorf("truncate: %w", err)
+			return st, fmt.Errorf("truncate: %w", err)
 		}
 	}
-	if werr == nil {
-		werr = a.syncXattrsFD(fd, it.Xattrs)
+	if err := a.syncXattrsFD(fd, it.Xattrs); err != nil {
+		return st, err
 	}
-	if werr == nil {
-		a.setOwnerModeFD(fd, e)
-		werr = setTimes(fd, e)
+	if err := unix.Fstat(fd, &st); err != nil {
+		return st, err
 	}
-	return werr
+	a.setOwnerModeFD(fd, e, &st)
+	return st, setTimes(fd, e)
 }
 
 func writeAll(fd int, b []byte) error {
@@ -362,14 +353,19 @@ func (a *Agent) installNewFast(id fileid.ID, tmp string, ino uint64, slots []tre
 	if err := unix.Renameat(a.tmpFD, tmp, sfd, name); err != nil {
 		return err
 	}
-	a.idx.mu.Lock()
-	if old, ok := a.idx.files[id]; ok && old != ino {
-		delete(a.idx.byIno, old)
-	}
-	a.idx.files[id] = ino
-	a.idx.byIno[ino] = id
-	a.idx.mu.Unlock()
+	a.idx.setFile(id, ino)
 	return a.linkSlots(id, sfd, slots)
+}
+
+// setFile records that the index holds file id as inode ino.
+func (ix *index) setFile(id fileid.ID, ino uint64) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if old, ok := ix.files[id]; ok && old != ino {
+		delete(ix.byIno, old)
+	}
+	ix.files[id] = ino
+	ix.byIno[ino] = id
 }
 
 // linkSlots links a file just entered in the index (sfd: its shard) at
@@ -711,17 +707,30 @@ func (a *Agent) setOwnerMode(fd int, kind tree.Kind, e *tree.Entry, mode uint32)
 	}
 }
 
-// setOwnerModeFD is setOwnerMode for a regular file open for writing:
-// through the descriptor, without a /proc path lookup per call.
-func (a *Agent) setOwnerModeFD(fd int, e *tree.Entry) {
+// setOwnerModeFD is setOwnerMode for a regular file open for writing,
+// through the descriptor (no /proc path lookup), skipping what st (its
+// current stat) shows done already.
+func (a *Agent) setOwnerModeFD(fd int, e *tree.Entry, st *unix.Stat_t) {
+	chowned := false
 	if a.fakeSuper {
 		v := verify.EncodeFakeStat(tree.KindRegular, e.Meta.Mode, e.Rdev, e.Meta.UID, e.Meta.GID)
 		unix.Fsetxattr(fd, fakeStatXattr, []byte(v), 0)
-		unix.Fchmod(fd, (e.Meta.Mode&0o777)|0o600)
-		return
+	} else if st.Uid != e.Meta.UID || st.Gid != e.Meta.GID {
+		unix.Fchown(fd, int(e.Meta.UID), int(e.Meta.GID))
+		chowned = true // which may have cleared set-id bits
 	}
-	unix.Fchown(fd, int(e.Meta.UID), int(e.Meta.GID))
-	unix.Fchmod(fd, e.Meta.Mode&07777)
+	if want := a.fileMode(e); chowned || st.Mode&07777 != want {
+		unix.Fchmod(fd, want)
+	}
+}
+
+// fileMode is the mode a regular file gets on this secondary: the
+// primary's, or under fake-super one its owner (the agent) can use.
+func (a *Agent) fileMode(e *tree.Entry) uint32 {
+	if a.fakeSuper {
+		return (e.Meta.Mode & 0o777) | 0o600
+	}
+	return e.Meta.Mode & 07777
 }
 
 const fakeStatXattr = "user.georep.stat"
