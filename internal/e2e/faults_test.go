@@ -866,3 +866,57 @@ func TestFaultWriteRacingRead(t *testing.T) {
 		t.Fatalf("the sync after the write did not bring the new content (it sent %d files):\n%s", res.Sum.Stats.DataFiles, out)
 	}
 }
+
+// stageDirByHand leaves the secondary as a run killed right after staging
+// the directory at rel leaves it: moved to .georep/tmp/<ID>, its record
+// ("inode parent hex(name)") saying so.
+func stageDirByHand(t *testing.T, sec, rel string) {
+	t.Helper()
+	var st unix.Stat_t
+	mustDo(t, unix.Lstat(filepath.Join(sec, rel), &st))
+	recs, _ := filepath.Glob(filepath.Join(sec, ".georep", "dirs", "*", "*"))
+	for _, r := range recs {
+		target, err := os.Readlink(r)
+		if err != nil || !strings.HasPrefix(target, strconv.FormatUint(st.Ino, 10)+" ") {
+			continue
+		}
+		id := filepath.Base(r)
+		mustDo(t, os.Rename(filepath.Join(sec, rel), filepath.Join(sec, ".georep", "tmp", id)))
+		mustDo(t, os.Remove(r))
+		mustDo(t, os.Symlink(fmt.Sprintf("%d staged %x", st.Ino, id), r))
+		return
+	}
+	t.Fatalf("%s has no directory record", rel)
+}
+
+// TestCrashStagedDirMetadata: a run was killed after staging a renamed
+// directory whose mode and xattrs changed too. The next sync moves it back
+// but applies none of its metadata: it exits 0 with the old mode, and the
+// xattr change is lost for good (its ctime is older than the new stime).
+// (Found by TestModelCrashTrials, seed 686945728056: a directory's mode.)
+func TestCrashStagedDirMetadata(t *testing.T) {
+	knownBug(t, "worker/job.go diff: an entry the crawl does not find in the secondary's tree (old == nil: held aside "+
+		"by a run cut short) gets data and metadata only when it is a regular file; a staged directory, symlink or "+
+		"special file is moved back with its old mode, owner, times and xattrs, and the sync exits 0")
+	testutil.RequireRoot(t)
+	bin := testutil.GeorepBin(t)
+	testutil.SharedDir(t)
+	dir := t.TempDir()
+	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
+	mustWrite(t, filepath.Join(p, "A", "d", "f"), "inside")
+	mustDo(t, os.Mkdir(filepath.Join(p, "B"), 0o755))
+	rep := newLocalSync(bin, p, s, st)
+	convergesClean(t, bin, rep, p)
+
+	mustDo(t, os.Rename(filepath.Join(p, "A", "d"), filepath.Join(p, "B", "d2")))
+	mustDo(t, os.Chmod(filepath.Join(p, "B", "d2"), 0o700))
+	mustDo(t, unix.Setxattr(filepath.Join(p, "B", "d2"), "user.k", []byte("v"), 0))
+	stageDirByHand(t, s, "A/d")
+	res := rep.Step(t)
+	if !res.OK() {
+		t.Fatalf("sync after the crash: %s", res)
+	}
+	if ok, out := testutil.VerifyPy(t, p, s, "--mtime-ns"); !ok {
+		t.Fatalf("the sync after the crash exited 0 but:\n%s", out)
+	}
+}
