@@ -43,6 +43,16 @@ type Result struct {
 	Entries []tree.Entry // every entry below the root, parents before children within a directory's subtree not guaranteed
 	FSID    fileid.FSID
 	Dirs    int
+	// Unreadable lists directories the walk could not read (EACCES): their
+	// content is unknown, which is not the same as empty.
+	Unreadable []Unreadable
+}
+
+// Unreadable is a directory whose content could not be listed.
+type Unreadable struct {
+	ID   fileid.ID
+	Path string // relative to the root
+	Err  error
 }
 
 // Stat describes one file by its directory fd and name, as the walk does.
@@ -189,6 +199,12 @@ func Walk(ctx context.Context, root string, opts Options) (*Result, error) {
 					return
 				}
 				entries, subdirs, err := readDir(rootFD, fsid, rootSt.Dev, job, excludeTop, excludeRel, opts)
+				if err != nil && errors.Is(err, unix.EACCES) {
+					mu.Lock()
+					res.Unreadable = append(res.Unreadable, Unreadable{ID: job.id, Path: job.rel, Err: err})
+					mu.Unlock()
+					err = nil
+				}
 				if err != nil {
 					if opts.OnError != nil && isVanished(err) {
 						opts.OnError(filepath.Join(root, job.rel), err)
@@ -223,7 +239,7 @@ func Walk(ctx context.Context, root string, opts Options) (*Result, error) {
 }
 
 func isVanished(err error) bool {
-	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ESTALE) || errors.Is(err, unix.EACCES)
+	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ESTALE)
 }
 
 // OpenDirAt opens the directory at rel below rootFD without following

@@ -498,17 +498,29 @@ func (a *Agent) replaceContent(id fileid.ID, tmp string, hint tree.Slot) error {
 	// only through the File, never with unix.Close as well.
 	sf := os.NewFile(uintptr(src), tmp)
 	defer sf.Close()
-	dst, err := openBeneath(a.rootFD, fileIndexPath(id), unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW)
+	dst, err := openBeneath(a.rootFD, fileIndexPath(id), unix.O_WRONLY|unix.O_NOFOLLOW)
 	if err != nil {
 		return err
 	}
 	df := os.NewFile(uintptr(dst), "dst")
 	defer df.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(src, &st); err != nil {
+		return err
+	}
+	// Reserve the space first: running out of it must fail before the old
+	// content is touched, not leave a torn file under every name.
+	if st.Size > 0 {
+		if err := unix.Fallocate(dst, unix.FALLOC_FL_KEEP_SIZE, 0, st.Size); err != nil && !errors.Is(err, unix.EOPNOTSUPP) {
+			return fmt.Errorf("rewrite in place: reserve %d bytes: %w", st.Size, err)
+		}
+	}
 	if _, err := io.Copy(df, sf); err != nil {
 		return fmt.Errorf("rewrite in place: %w", err)
 	}
-	var st unix.Stat_t
-	unix.Fstat(src, &st)
+	if err := df.Truncate(st.Size); err != nil {
+		return fmt.Errorf("rewrite in place: %w", err)
+	}
 	ts := []unix.Timespec{unix.NsecToTimespec(st.Atim.Nano()), unix.NsecToTimespec(st.Mtim.Nano())}
 	unix.UtimesNanoAt(dst, "", ts, unix.AT_EMPTY_PATH)
 	unix.Fchmod(dst, st.Mode&07777)

@@ -173,6 +173,9 @@ func (s *Session) BatchJob(ctx context.Context, recs []changelog.Record) (*Job, 
 			old = h
 		}
 		job.Data = append(job.Data, DataItem{Entry: e, Hint: hint, Old: old})
+		if hint.Parent != "" {
+			touched[hint.Parent] = true // replaced by rename: the directory's mtime changes
+		}
 		addMeta(e, hint, true)
 	}
 	dataSet := map[fileid.ID]bool{}
@@ -202,6 +205,9 @@ func (s *Session) BatchJob(ctx context.Context, recs []changelog.Record) (*Job, 
 				}
 				job.Data = append(job.Data, DataItem{Entry: e, Hint: hint, Old: old})
 				dataSet[id] = true
+				if hint.Parent != "" {
+					touched[hint.Parent] = true
+				}
 			}
 		}
 		addMeta(e, hint, true)

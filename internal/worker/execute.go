@@ -50,6 +50,9 @@ const (
 // without a round trip. Every answer is awaited before Execute returns.
 func (s *Session) Execute(ctx context.Context, job *Job) error {
 	before := s.Stats().Failures
+	for _, u := range job.Unreadable {
+		s.fail(Failure{ID: u.ID, Path: u.Path, Op: "READ", Error: "cannot read the directory on the primary (its content on the secondary is kept): " + u.Err.Error(), Errno: errno(u.Err)})
+	}
 	t0 := time.Now()
 	waitOps, err := s.applyOps(ctx, job)
 	if err != nil {

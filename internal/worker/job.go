@@ -8,6 +8,7 @@ import (
 	"github.com/georep/georep/internal/fileid"
 	"github.com/georep/georep/internal/plan"
 	"github.com/georep/georep/internal/protocol"
+	"github.com/georep/georep/internal/scan"
 	"github.com/georep/georep/internal/tree"
 )
 
@@ -19,6 +20,9 @@ type Job struct {
 	Data []DataItem
 	// Meta lists files whose metadata must be (re)applied.
 	Meta []MetaItem
+	// Unreadable lists primary directories the crawl could not read; each
+	// is reported as a failure and its secondary content left alone.
+	Unreadable []scan.Unreadable
 	// paths gives a source-relative path per ID, for messages and for
 	// reading by path when handles are not available.
 	paths map[fileid.ID]string
@@ -93,9 +97,10 @@ func (s *Session) listSecondary(ctx context.Context) ([]*tree.Entry, *protocol.L
 // its metadata (xattrs and ACLs included) re-applied.
 func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
 	type walkRes struct {
-		entries []tree.Entry
-		root    tree.Entry
-		err     error
+		entries    []tree.Entry
+		root       tree.Entry
+		unreadable []scan.Unreadable
+		err        error
 	}
 	wch := make(chan walkRes, 1)
 	go func() {
@@ -104,7 +109,7 @@ func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
 			wch <- walkRes{err: err}
 			return
 		}
-		wch <- walkRes{entries: res.Entries, root: res.Root}
+		wch <- walkRes{entries: res.Entries, root: res.Root, unreadable: res.Unreadable}
 	}()
 	secEntries, end, lerr := s.listSecondary(ctx)
 	w := <-wch
@@ -118,8 +123,50 @@ func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
 	for i := range w.entries {
 		prim[i] = &w.entries[i]
 	}
+	secEntries = keepUnreadable(secEntries, w.unreadable)
 	job := diff(prim, &w.root, secEntries, end, s.rootID, stime)
+	job.Unreadable = w.unreadable
 	return job, nil
+}
+
+// keepUnreadable drops from the secondary's listing everything below
+// directories the primary could not read, so that content unknown on the
+// primary is left alone on the secondary instead of being taken for deleted.
+func keepUnreadable(sec []*tree.Entry, unreadable []scan.Unreadable) []*tree.Entry {
+	if len(unreadable) == 0 {
+		return sec
+	}
+	skip := map[fileid.ID]bool{}
+	for _, u := range unreadable {
+		skip[u.ID] = true
+	}
+	children := map[fileid.ID][]fileid.ID{}
+	for _, e := range sec {
+		if e.Kind == tree.KindDir && e.ID != "" {
+			children[e.Parent] = append(children[e.Parent], e.ID)
+		}
+	}
+	queue := make([]fileid.ID, 0, len(skip))
+	for id := range skip {
+		queue = append(queue, id)
+	}
+	for len(queue) > 0 {
+		id := queue[len(queue)-1]
+		queue = queue[:len(queue)-1]
+		for _, c := range children[id] {
+			if !skip[c] {
+				skip[c] = true
+				queue = append(queue, c)
+			}
+		}
+	}
+	out := sec[:0:0]
+	for _, e := range sec {
+		if !skip[e.Parent] {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // diff is the pure part of a crawl.
@@ -209,6 +256,20 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 			adoptedOld[op.ID] = in.Have[op.To]
 		}
 	}
+	// New content replaces a file by rename on the secondary, which changes
+	// its directory's mtime: those directories get their times again.
+	for _, e := range prim {
+		if e.Kind != tree.KindRegular || created[e.ID] {
+			continue
+		}
+		old := secByID[e.ID]
+		if old == nil {
+			old = adoptedOld[e.ID]
+		}
+		if old == nil || old.Size != e.Size || old.Meta.Mtime != e.Meta.Mtime {
+			touchedDirs[e.Parent] = true
+		}
+	}
 	done := map[fileid.ID]bool{}
 	for _, e := range prim {
 		if done[e.ID] {
@@ -230,8 +291,11 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 		if old == nil {
 			// Held by the secondary but linked nowhere in its tree (a crash
 			// left it aside): it is linked back; its content may be stale.
-			if e.Kind == tree.KindRegular && in.IDs[e.ID].Exists {
-				job.Data = append(job.Data, DataItem{Entry: e, Hint: e.Slot, Old: &tree.Entry{Size: e.Size}})
+			// Its metadata (a staged directory's too) is unknown: apply it.
+			if in.IDs[e.ID].Exists {
+				if e.Kind == tree.KindRegular {
+					job.Data = append(job.Data, DataItem{Entry: e, Hint: e.Slot, Old: &tree.Entry{Size: e.Size}})
+				}
 				job.Meta = append(job.Meta, MetaItem{Entry: e, Hint: e.Slot, Full: true})
 			}
 			continue
