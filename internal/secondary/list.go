@@ -102,6 +102,7 @@ type listDir struct {
 // content has no slots until they are adopted. Directory records found out
 // of date are repaired on the way.
 func (a *Agent) list(reqID uint64) error {
+	a.repairStagedDirRecords()
 	// Staged directories (left between two places by a crash) are walked
 	// too, so what they hold is seen and not sent again.
 	start := []listDir{{rel: ".", id: a.rootID}}
@@ -198,6 +199,38 @@ func (a *Agent) list(reqID uint64) error {
 	}
 	a.rep.Reply(reqID, &protocol.ListEnd{Count: count, Root: root, Limbo: limbo})
 	return nil
+}
+
+// repairStagedDirRecords brings the records of the directories in the
+// staging area in line with it. stage() renames a directory there, then
+// rewrites its record: a run killed in between leaves the record naming the
+// old place, and a removal trusting it dropped the record and left the
+// directory (and what it holds) staged for ever. A directory there named by
+// an ID is that ID's, unless the ID's record names another inode.
+func (a *Agent) repairStagedDirRecords() {
+	names, _ := readNames(a.rootFD, tmpDir)
+	for _, n := range names {
+		id := fileid.ID(n)
+		if !id.Valid() {
+			continue
+		}
+		st, err := statAt(a.tmpFD, n)
+		if err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		a.idx.mu.Lock()
+		rec, known := a.idx.dirs[id]
+		owner := a.idx.byIno[st.Ino]
+		a.idx.mu.Unlock()
+		switch {
+		case known && rec.ino != st.Ino, !known && owner != "":
+			continue // the ID or the inode belongs elsewhere
+		case known && rec.parent == stagedParent:
+			continue // in order
+		}
+		a.log.Debug("repairing the record of a staged directory", "id", id.Short())
+		a.setDirRecord(id, &dirRec{ino: st.Ino, parent: stagedParent, name: n})
+	}
 }
 
 // dropRedundantStaged removes the staged link of a non-directory that also
