@@ -392,8 +392,12 @@ func (x *xfer) sendBatch(b *batch) error {
 		defer x.window.release(cost)
 		defer x.filesDone.Add(int64(len(files)))
 		if err != nil {
-			for _, f := range files {
-				s.fail(Failure{ID: f.id, Path: s.pathOf(x.job, f.id, f.slot), Op: "DATA", Error: err.Error()})
+			// A broken connection is Execute's error (the sync reconnects
+			// and crawls again), not a failure of each file in flight.
+			if s.conn.Err() == nil {
+				for _, f := range files {
+					s.fail(Failure{ID: f.id, Path: s.pathOf(x.job, f.id, f.slot), Op: "DATA", Error: err.Error()})
+				}
 			}
 			return true
 		}
