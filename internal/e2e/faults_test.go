@@ -315,8 +315,9 @@ func TestFaultENOSPCInodes(t *testing.T) {
 
 // TestFaultENOSPCHardlinkedRewrite: new content for a file with two names
 // is written in the staging area, then copied over the old inode in place
-// (so the names stay one file). When the copy runs out of space, both names
-// show a torn file: the start of the new content, the old one gone.
+// (so the names stay one file). When that copy runs out of space, both
+// names used to show a torn file (the start of the new content, the old one
+// gone); the space is now reserved before the old content is touched.
 func TestFaultENOSPCHardlinkedRewrite(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
@@ -657,7 +658,8 @@ func TestFaultNonRootUnreadableFile(t *testing.T) {
 // TestFaultNonRootUnreadableDir: a directory the primary cannot read
 // (mode 000) after it was synced. Its content must not be taken for
 // deleted: the sync must name the directory and exit non-zero, and the
-// secondary must keep what it holds.
+// secondary must keep what it holds. (It used to be listed empty: the
+// sync deleted the replicated content and exited 0.)
 func TestFaultNonRootUnreadableDir(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
@@ -695,8 +697,8 @@ func TestFaultNonRootUnreadableDir(t *testing.T) {
 
 // TestDirMtimeAfterContentChange: new content for a file with one name
 // replaces it by rename on the secondary, which sets its directory's mtime
-// there; the directory's times are not applied again, so the sync ends with
-// a directory mtime that differs from the primary's (until the next sync).
+// there; the directory's times must be applied again in the same sync (they
+// used to be one sync late; found by the model test).
 func TestDirMtimeAfterContentChange(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
@@ -892,9 +894,9 @@ func stageDirByHand(t *testing.T, sec, rel string) {
 
 // TestCrashStagedDirMetadata: a run was killed after staging a renamed
 // directory whose mode and xattrs changed too. The next sync moves it back
-// but applies none of its metadata: it exits 0 with the old mode, and the
-// xattr change is lost for good (its ctime is older than the new stime).
-// (Found by TestModelCrashTrials, seed 686945728056: a directory's mode.)
+// with its metadata (it used to apply none: the sync exited 0 with the old
+// mode, and an xattr-only change was lost for good; found by
+// TestModelCrashTrials, seed 686945728056).
 func TestCrashStagedDirMetadata(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)

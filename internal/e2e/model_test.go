@@ -1176,18 +1176,13 @@ func runModelSequence(t *testing.T, bin, dir string, seed int64, tot *modelTotal
 		}
 	}
 	stepAndCheck()
-	if ok, out := testutil.VerifyPy(t, p, s, "--mtime-ns"); !ok {
+	if ok, out := testutil.VerifyPy(t, p, s, "--mtime-ns", "--dir-mtime"); !ok {
 		fail("verify.py finds differences:\n%s", out)
 	}
 	before := indexLeftovers(s)
 	again := rep.Step(t)
 	if !again.OK() || again.Sum.Stats.Entries != 0 || again.Sum.Stats.DataFiles != 0 {
 		fail("a step with no change did something: %s\nits crawl:\n%s\nleft by the step before: %s", again, crawlDump(bin, st), before)
-	}
-	// Directory mtimes lag one step behind (TestDirMtimeAfterContentChange);
-	// after this further step they must match too.
-	if ok, out := testutil.VerifyPy(t, p, s, "--mtime-ns", "--dir-mtime"); !ok {
-		fail("verify.py --dir-mtime finds differences after a further step:\n%s", out)
 	}
 	if left := stagingLeft(s); len(left) > 0 {
 		fail("staging area not empty after convergence: %q", left)
@@ -1242,35 +1237,6 @@ func tornFiles(t testing.TB, sec string, versions map[[32]byte]bool) []string {
 // ---------------------------------------------------------------------------
 // Crash trials
 
-// knownMetadataBug reports whether a verify output (georep verify or
-// verify.py) shows nothing but metadata differences (mode, owner, xattr,
-// mtime) while GEOREP_KNOWN_BUGS is unset: after a kill they are the known
-// bug TestCrashStagedDirMetadata shows (an entry other than a regular file,
-// held aside by the killed run, is moved back without its metadata). They
-// are logged, not failed, until that bug is fixed; anything else fails.
-func knownMetadataBug(t testing.TB, out string) bool {
-	if os.Getenv("GEOREP_KNOWN_BUGS") != "" {
-		return false
-	}
-	i := strings.LastIndex(out, "differences: ")
-	if i < 0 {
-		return false
-	}
-	summary := strings.TrimSpace(out[i+len("differences: "):])
-	if j := strings.IndexByte(summary, '\n'); j >= 0 {
-		summary = summary[:j]
-	}
-	for _, part := range strings.Split(summary, ", ") {
-		switch strings.Fields(part + " ")[0] {
-		case "mode", "owner", "xattr", "mtime":
-		default:
-			return false
-		}
-	}
-	t.Logf("KNOWN BUG (TestCrashStagedDirMetadata), tolerated; GEOREP_KNOWN_BUGS=1 fails on it:\n%s", out)
-	return true
-}
-
 // crashTrial runs one seeded trial: a populated primary, a first sync cut
 // by a fault, random operations and churn, kills of later syncs at random
 // points; after each kill nothing torn may be visible on the secondary, and
@@ -1322,7 +1288,7 @@ func crashTrial(t *testing.T, bin, dir string, seed int64, mk func(p, s, st stri
 		if !res.OK() {
 			fail("%s: the step after the faults did not converge: %s", what, res)
 		}
-		if ok, out := georepVerify(t, bin, p, s); !ok && !knownMetadataBug(t, out) {
+		if ok, out := georepVerify(t, bin, p, s); !ok {
 			fail("%s: georep verify:\n%s", what, out)
 		}
 	}
@@ -1346,7 +1312,7 @@ func crashTrial(t *testing.T, bin, dir string, seed int64, mk func(p, s, st stri
 		}
 	}
 	converge("final")
-	if ok, out := testutil.VerifyPy(t, p, s, "--mtime-ns"); !ok && !knownMetadataBug(t, out) {
+	if ok, out := testutil.VerifyPy(t, p, s, "--mtime-ns"); !ok {
 		fail("verify.py finds differences after convergence:\n%s", out)
 	}
 	before := indexLeftovers(s)
