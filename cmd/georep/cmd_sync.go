@@ -72,6 +72,8 @@ func runSync(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("sync", flag.ContinueOnError)
 	var f syncFlags
 	f.register(fs)
+	var tf transferFlags
+	tf.register(fs)
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		if err == flag.ErrHelp {
@@ -104,6 +106,9 @@ func runSync(ctx context.Context, args []string) error {
 	cfg := worker.Config{Source: src, Dest: dst, SSHCommand: f.sshCommand, RemoteGeorep: f.remoteGeorep, Logger: log,
 		SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, Excludes: f.excludes,
 		ExcludePaths: []string{absState}, Progress: progress}
+	if err := tf.apply(&cfg); err != nil {
+		return cli.Usagef("%v", err)
+	}
 	started := time.Now()
 	sum := syncSummary{Source: src, Destination: dst.String()}
 	var stime int64

@@ -46,6 +46,10 @@ func (a *Agent) lockRoot(rootID fileid.ID) error {
 			syscall.Kill(pid, syscall.SIGTERM)
 			signalled = true
 		}
+		if signalled && pid > 0 && time.Until(deadline) < 10*time.Second {
+			// SIGTERM cannot interrupt an agent blocked writing to a dead link.
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
 		if time.Now().After(deadline) {
 			unix.Close(fd)
 			return fmt.Errorf("an older georep session (pid %d) still holds this secondary", pid)
@@ -97,7 +101,7 @@ func (a *Agent) helloReadOnly(h *protocol.Hello) (*protocol.HelloOK, error) {
 func writes(m protocol.Message) bool {
 	switch m.(type) {
 	case *protocol.Apply, *protocol.PutFile, *protocol.PutFiles, *protocol.Delta, *protocol.Meta,
-		*protocol.StimeSet, *protocol.Limbo, *protocol.Sig:
+		*protocol.StimeSet, *protocol.Limbo, *protocol.Sig, *protocol.FileChunk:
 		return true
 	}
 	return false
