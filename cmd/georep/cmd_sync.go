@@ -105,7 +105,10 @@ func runSync(ctx context.Context, args []string) error {
 	absState, _ := filepath.Abs(string(stateDir))
 	cfg := worker.Config{Source: src, Dest: dst, SSHCommand: f.sshCommand, RemoteGeorep: f.remoteGeorep, Logger: log,
 		SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, Excludes: f.excludes,
-		ExcludePaths: []string{absState}, Progress: progress}
+		ExcludePaths: []string{absState}, Progress: progress,
+		// Over a network the last syncfs runs on the secondary after the
+		// sync returns; its stime is recorded only once that is done.
+		DeferDurability: dst.Host != "", PrefetchWalk: true}
 	if err := tf.apply(&cfg); err != nil {
 		return cli.Usagef("%v", err)
 	}
@@ -202,6 +205,7 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 		if err != nil {
 			return stime, err
 		}
+		start = min(start, job.WalkStarted) // the first walk began before the connection
 		cfg.Logger.Info("crawl done", "pass", pass, "job", job.String())
 		// Keep what the crawl found as a changelog ('georep changelog dump').
 		if recs := job.Records(); len(recs) > 0 {

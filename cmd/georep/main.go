@@ -52,7 +52,9 @@ func main() {
 			continue
 		}
 		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		stopProfile := startProfile(name)
 		err := c.run(ctx, os.Args[2:])
+		stopProfile()
 		stop()
 		switch {
 		case err == nil:

@@ -165,3 +165,59 @@ func TestNonRootSecondaryFakeSuper(t *testing.T) {
 		t.Fatalf("georep verify --fake-super: %v\n%s", err, o)
 	}
 }
+
+// TestDeferredDurabilityOverSSH: a sync over ssh returns once everything is
+// applied, and the agent makes the session durable after that (syncfs) and
+// only then records the stime on the secondary: right after the sync the
+// secondary's stime is the previous one or the new one, never anything
+// else, and it reaches the primary's record without another session.
+func TestDeferredDurabilityOverSSH(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.GeorepBin(t)
+	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{})
+	dir := workdir(t)
+	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
+	testutil.Workload(t, "populate", p, "--files", "3000", "--dirs", "40")
+	dst := sshd.UserHost() + ":" + s
+	prevSec := ""
+	for round := 1; round <= 3; round++ {
+		if round == 2 { // round 3 changes nothing: a new stime all the same
+			testutil.Workload(t, "churn", p, "--scale", "0.2")
+		}
+		// Output to files, not pipes: the test waits for georep only, not
+		// for the ssh client that outlives it until the agent is done.
+		logf, err := os.Create(filepath.Join(dir, "sync.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "sync", p, dst, "--state-dir", st, "--ssh-command", sshd.SSHCommand(), "--remote-georep", bin, "--no-progress")
+		cmd.Stdout, cmd.Stderr = logf, logf
+		err = cmd.Run()
+		logf.Close()
+		if err != nil {
+			b, _ := os.ReadFile(filepath.Join(dir, "sync.log"))
+			t.Fatalf("round %d: sync: %v\n%s", round, err, b)
+		}
+		sec, prim := stimes(t, s, st)
+		if prim == "" || prim == prevSec {
+			t.Fatalf("round %d: the primary recorded no new stime (%q)", round, prim)
+		}
+		if sec != prevSec && sec != prim {
+			t.Fatalf("round %d: secondary stime %q right after the sync is neither the previous %q nor the new %q", round, sec, prevSec, prim)
+		}
+		deadline := time.Now().Add(20 * time.Second)
+		for sec != prim && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			sec, _ = stimes(t, s, st)
+		}
+		if sec != prim {
+			t.Fatalf("round %d: the secondary never recorded the stime: %q, primary %q", round, sec, prim)
+		}
+		// The agent is gone once its stime is written (it holds the lock
+		// until then): the replica is complete.
+		if ok, out := testutil.VerifyPy(t, p, s); !ok {
+			t.Fatalf("round %d: replica does not verify:\n%s", round, out)
+		}
+		prevSec = sec
+	}
+}

@@ -259,6 +259,12 @@ type Hello struct {
 	// ReadOnly opens a session that only reads (verify): it creates,
 	// cleans and locks nothing, and write requests are refused.
 	ReadOnly bool
+	// DeferDurability (a one-shot sync over a network): StimeSet is
+	// answered at once and the secondary makes the session's writes
+	// durable (syncfs) when the session ends, recording the stime only
+	// after that; no early writeback during the session. The stime on the
+	// secondary stays the record of what is durable there.
+	DeferDurability bool
 }
 
 func (*Hello) Type() Type { return THello }
@@ -269,6 +275,7 @@ func (m *Hello) Encode(e *Enc) {
 	e.String(m.Session)
 	e.Bool(m.FakeSuper)
 	e.Bool(m.ReadOnly)
+	e.Bool(m.DeferDurability)
 }
 func (m *Hello) Decode(d *Dec) {
 	m.Version = d.Uvarint()
@@ -277,6 +284,7 @@ func (m *Hello) Decode(d *Dec) {
 	m.Session = d.String()
 	m.FakeSuper = d.Bool()
 	m.ReadOnly = d.Bool()
+	m.DeferDurability = d.Bool()
 }
 
 // HelloOK accepts a session.

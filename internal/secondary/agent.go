@@ -82,6 +82,13 @@ type Agent struct {
 	written atomic.Int64
 	syncing atomic.Bool
 	syncWG  sync.WaitGroup
+
+	// deferDurable: the primary asked for durability at the end of the
+	// session (Hello.DeferDurability); pendingStime is the stime to record
+	// once a syncfs has made everything applied so far durable.
+	deferDurable bool
+	pendingStime int64
+	hasPending   bool
 }
 
 // Serve runs one session on rwc until the primary says goodbye, the stream
@@ -203,6 +210,11 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 			a.work.Wait()
 			a.rep.Reply(f.ReqID, &protocol.Bye{})
 			a.rep.Flush()
+			if a.hasPending {
+				// Let the primary go: the syncfs and the stime record
+				// (in close) need nothing more from it.
+				rwc.Close()
+			}
 			return nil
 		}
 		// Everything else is a barrier: it sees the effects of all earlier
@@ -224,6 +236,11 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 		case *protocol.StimeGet:
 			reply = &protocol.StimeOK{Stime: a.readStime()}
 		case *protocol.StimeSet:
+			if a.deferDurable {
+				a.pendingStime, a.hasPending = m.Stime, true
+				reply = &protocol.StimeOK{Stime: m.Stime}
+				break
+			}
 			if err := a.commitStime(m.Stime); err != nil {
 				reply = &protocol.Error{Msg: err.Error()}
 			} else {
@@ -283,6 +300,16 @@ func (a *Agent) replyKick(reqID uint64, m protocol.Message) {
 
 func (a *Agent) close() {
 	a.work.Wait()
+	if a.hasPending {
+		// Deferred durability: everything up to the StimeSet was applied
+		// (it was a barrier); make it durable, then record the stime.
+		// Until then the stime on record is the previous one, so a crash
+		// here costs a re-crawl, never a change taken for synced.
+		if err := a.commitStime(a.pendingStime); err != nil {
+			a.log.Error("could not make the session durable; the secondary keeps its previous stime", "err", err)
+		}
+		a.hasPending = false
+	}
 	if a.lockFD >= 0 {
 		unix.Close(a.lockFD) // releases the flock
 	}
@@ -316,6 +343,7 @@ func (a *Agent) hello(h *protocol.Hello) (*protocol.HelloOK, error) {
 		return nil, errors.New("secondary: no root directory given")
 	}
 	a.readOnly = h.ReadOnly
+	a.deferDurable = h.DeferDurability && !h.ReadOnly
 	if h.ReadOnly {
 		return a.helloReadOnly(h)
 	}
@@ -456,6 +484,9 @@ const writebackEvery = 32 << 20
 // a background syncfs (one at a time). Writeback then overlaps the
 // transfer instead of all of it waiting for commitStime.
 func (a *Agent) wrote(n int64) {
+	if a.deferDurable {
+		return // the kernel writes back; the one syncfs comes at the end
+	}
 	after := a.written.Add(n)
 	if after/writebackEvery == (after-n)/writebackEvery || !a.syncing.CompareAndSwap(false, true) {
 		return

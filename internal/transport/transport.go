@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -288,15 +289,30 @@ func shellQuote(s string) string {
 type sshConn struct {
 	io.Reader
 	io.WriteCloser
-	cmd  *exec.Cmd
-	once sync.Once
-	wait chan error
-	rd   *os.File // read end of ssh's stdout, closed last
+	cmd      *exec.Cmd
+	once     sync.Once
+	wait     chan error
+	rd       *os.File // read end of ssh's stdout, closed last
+	detached atomic.Bool
 }
+
+// Detach makes Close end the session without waiting for ssh to exit: for
+// an agent that said goodbye and still has work of its own (making the
+// session durable). ssh exits when the agent does, reaped meanwhile.
+func (c *sshConn) Detach() { c.detached.Store(true) }
 
 func (c *sshConn) Close() error {
 	c.once.Do(func() {
 		c.WriteCloser.Close()
+		if c.detached.Load() {
+			go func() {
+				<-c.wait
+				if c.rd != nil {
+					c.rd.Close()
+				}
+			}()
+			return
+		}
 		select {
 		case <-c.wait:
 		case <-time.After(3 * time.Second):

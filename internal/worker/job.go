@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/georep/georep/internal/fileid"
 	"github.com/georep/georep/internal/plan"
@@ -23,6 +24,10 @@ type Job struct {
 	// Unreadable lists primary directories the crawl could not read; each
 	// is reported as a failure and its secondary content left alone.
 	Unreadable []scan.Unreadable
+	// WalkStarted is when the crawl's walk of the primary began (Unix ns):
+	// nothing changed after it is claimed by this job, so a stime recorded
+	// for the job must not be later.
+	WalkStarted int64
 	// paths gives a source-relative path per ID, for messages and for
 	// reading by path when handles are not available.
 	paths map[fileid.ID]string
@@ -96,21 +101,12 @@ func (s *Session) listSecondary(ctx context.Context) ([]*tree.Entry, *protocol.L
 // secondary was known in sync (0 = never): a file whose ctime is newer gets
 // its metadata (xattrs and ACLs included) re-applied.
 func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
-	type walkRes struct {
-		entries    []tree.Entry
-		root       tree.Entry
-		unreadable []scan.Unreadable
-		err        error
+	wch, walkStarted := s.prefetched, s.prefetchStarted
+	s.prefetched = nil
+	if wch == nil {
+		walkStarted = time.Now().UnixNano()
+		wch = s.startWalk(ctx)
 	}
-	wch := make(chan walkRes, 1)
-	go func() {
-		res, err := s.Walk(ctx)
-		if err != nil {
-			wch <- walkRes{err: err}
-			return
-		}
-		wch <- walkRes{entries: res.Entries, root: res.Root, unreadable: res.Unreadable}
-	}()
 	secEntries, end, lerr := s.listSecondary(ctx)
 	w := <-wch
 	if w.err != nil {
@@ -126,7 +122,30 @@ func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
 	secEntries = keepUnreadable(secEntries, w.unreadable)
 	job := diff(prim, &w.root, secEntries, end, s.rootID, stime)
 	job.Unreadable = w.unreadable
+	job.WalkStarted = walkStarted
 	return job, nil
+}
+
+// walkRes is a finished walk of the primary.
+type walkRes struct {
+	entries    []tree.Entry
+	root       tree.Entry
+	unreadable []scan.Unreadable
+	err        error
+}
+
+// startWalk walks the primary in the background.
+func (s *Session) startWalk(ctx context.Context) <-chan walkRes {
+	wch := make(chan walkRes, 1)
+	go func() {
+		res, err := s.Walk(ctx)
+		if err != nil {
+			wch <- walkRes{err: err}
+			return
+		}
+		wch <- walkRes{entries: res.Entries, root: res.Root, unreadable: res.Unreadable}
+	}()
+	return wch
 }
 
 // keepUnreadable drops from the secondary's listing everything below

@@ -60,6 +60,16 @@ type Config struct {
 	// BandwidthLimit caps the bytes per second written to the secondary
 	// (0 = no limit).
 	BandwidthLimit int64
+	// DeferDurability (one-shot syncs to a remote secondary): CommitStime
+	// returns once everything is applied, and the secondary makes it
+	// durable (syncfs) after the session and records its stime only then,
+	// so its stime stays the durable point a later session resumes from.
+	// Without it, CommitStime waits for the syncfs.
+	DeferDurability bool
+	// PrefetchWalk starts the walk of the primary before the connection
+	// is made, for the first Crawl (a sync's): the walk overlaps the ssh
+	// handshake.
+	PrefetchWalk bool
 }
 
 // Session is a live connection to a secondary for one source tree.
@@ -73,6 +83,11 @@ type Session struct {
 	fsid   fileid.FSID
 	rootID fileid.ID
 	Hello  *protocol.HelloOK
+
+	// prefetched is the walk started by Connect (PrefetchWalk), taken by
+	// the first Crawl; prefetchStarted is when it began.
+	prefetched      <-chan walkRes
+	prefetchStarted int64
 
 	stats   Stats
 	statsMu sync.Mutex
@@ -162,6 +177,10 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	if !s.opener.Available() {
 		log.Info("opening files by handle is not permitted (needs CAP_DAC_READ_SEARCH); reading by path")
 	}
+	if cfg.PrefetchWalk {
+		s.prefetchStarted = time.Now().UnixNano()
+		s.prefetched = s.startWalk(ctx)
+	}
 	s.rwc, err = transport.Dial(ctx, cfg.Dest, transport.Options{SSHCommand: cfg.SSHCommand, RemoteGeorep: cfg.RemoteGeorep,
 		Software: Version, Logger: log.With("side", "secondary"), FakeSuper: cfg.FakeSuper, Stderr: cfg.Stderr,
 		BandwidthLimit: cfg.BandwidthLimit})
@@ -172,7 +191,8 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	s.conn = protocol.NewConn(s.rwc)
 	hctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	m, err := s.conn.Call(hctx, &protocol.Hello{Version: protocol.Version, Software: Version, RootID: s.rootID, Session: src, FakeSuper: cfg.FakeSuper, ReadOnly: cfg.ReadOnly})
+	m, err := s.conn.Call(hctx, &protocol.Hello{Version: protocol.Version, Software: Version, RootID: s.rootID, Session: src, FakeSuper: cfg.FakeSuper, ReadOnly: cfg.ReadOnly,
+		DeferDurability: cfg.DeferDurability})
 	if err != nil {
 		s.Close()
 		if errors.Is(err, protocol.ErrClosed) && cfg.Dest.Host != "" {
@@ -203,8 +223,13 @@ func startsWithDotDot(rel string) bool {
 func (s *Session) Close() error {
 	if s.conn != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		s.conn.Call(ctx, &protocol.Bye{})
+		_, err := s.conn.Call(ctx, &protocol.Bye{})
 		cancel()
+		if d, ok := s.rwc.(interface{ Detach() }); ok && err == nil && s.cfg.DeferDurability {
+			// The agent answered goodbye and finishes on its own (syncfs,
+			// stime): do not wait for it.
+			d.Detach()
+		}
 		s.conn.Close()
 	}
 	if s.rwc != nil {

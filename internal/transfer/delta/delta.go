@@ -2,13 +2,13 @@ package delta
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"errors"
-	"hash"
 	"io"
 	"math/bits"
 	"slices"
 	"sync"
+
+	"github.com/zeebo/xxh3"
 )
 
 // OpKind is the kind of a delta operation.
@@ -55,7 +55,7 @@ const (
 	chunkCarry = MaxLiteral + MaxBlockSize
 	chunkSize  = chunkCarry + chunkData
 	readAhead  = 2
-	// hashPiece bounds the SHA-256 calls, which cannot be preempted.
+	// hashPiece bounds the hash calls, which cannot be preempted.
 	hashPiece = 64 << 10
 	// copyFlush bounds the bytes covered by one copy op from ComputeDelta,
 	// so that a receiver streaming the ops can start patching early.
@@ -80,7 +80,7 @@ func putBuf(bp *[]byte) {
 }
 
 // hashWrite feeds b to h in pieces of at most hashPiece bytes.
-func hashWrite(h hash.Hash, b []byte) {
+func hashWrite(h io.Writer, b []byte) {
 	for len(b) > 0 {
 		k := min(len(b), hashPiece)
 		h.Write(b[:k])
@@ -92,7 +92,7 @@ func hashWrite(h hash.Hash, b []byte) {
 // rebuild it from the old file described by sig. Copies of consecutive blocks
 // are merged (a copy op covers at most 16 MiB, so that a receiver can start
 // patching while the delta streams) and literals come in chunks of at most
-// MaxLiteral bytes. It returns the SHA-256 of the new file. If emit returns
+// MaxLiteral bytes. It returns the whole-file check (XXH3-128, see sum.go) of the new file. If emit returns
 // an error, ComputeDelta stops and returns it (after any Read in progress on
 // newFile has returned). The Data of a literal op points into ComputeDelta's
 // buffers and is only valid during the emit call.
@@ -110,7 +110,7 @@ func ComputeDelta(sig *Signature, newFile io.Reader, emit func(Op) error) (sum [
 		if err := m.run(); err != nil {
 			return sum, err
 		}
-		return sha256.Sum256(data), nil
+		return fileSumOf(data), nil
 	}
 	if err != nil {
 		smallPool.Put(first)
@@ -123,8 +123,7 @@ func ComputeDelta(sig *Signature, newFile io.Reader, emit func(Op) error) (sum [
 	if err := m.run(); err != nil {
 		return sum, err
 	}
-	copy(sum[:], rd.h.Sum(nil))
-	return sum, nil
+	return fileSum(rd.h), nil
 }
 
 // chunk is data read from the new file: (*bp)[off:off+n].
@@ -133,12 +132,12 @@ type chunk struct {
 	off, n int
 }
 
-// reader reads the new file in one goroutine and hashes it with SHA-256 in
+// reader reads the new file in one goroutine and hashes it (the whole-file check) in
 // another, handing the chunks over in order: reading, hashing and matching
 // overlap.
 type reader struct {
 	r      io.Reader
-	h      hash.Hash
+	h      *xxh3.Hasher128
 	hashCh chan chunk // reader -> hasher
 	ch     chan chunk // hasher -> matcher
 	free   chan *[]byte
@@ -155,7 +154,7 @@ func startReader(r io.Reader, first chunk) *reader {
 	rd := &reader{
 		first:  first,
 		r:      r,
-		h:      sha256.New(),
+		h:      newFileHash(),
 		hashCh: make(chan chunk, 1),
 		ch:     make(chan chunk, readAhead),
 		free:   make(chan *[]byte, readAhead+4),

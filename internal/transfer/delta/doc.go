@@ -18,11 +18,11 @@
 //  2. The primary decodes it with UnmarshalBinary (strict: hostile input is
 //     an error, never a panic or a large allocation), runs ComputeDelta over
 //     the new version with Encoder.WriteOp as the callback, and finishes the
-//     stream with Encoder.Close(sum), sum being the SHA-256 of the new file
+//     stream with Encoder.Close(sum), sum being the whole-file check (XXH3-128) of the new file
 //     that ComputeDelta returns.
 //  3. The secondary reads the stream with a Decoder and rebuilds the file
 //     into a new file with Patch(old, sig, dec.Next, out) and compares the
-//     returned SHA-256 with Decoder.Sum() — or lets PatchFrom do both. A
+//     returned check with Decoder.Sum() — or lets PatchFrom do both. A
 //     mismatch ([ErrChecksumMismatch]) means the old file changed since its
 //     signature was taken or a checksum collision happened: the caller must
 //     fall back to a whole-file transfer.
@@ -42,7 +42,7 @@
 // advance to collide. [StrongLenFor] picks StrongLen (4 bytes for 256 MiB,
 // never fewer than 4, up to 16) so that even rolling over every offset of an
 // equally large new file gives a false match with probability below about
-// 2^-20; the whole-file SHA-256 catches what remains.
+// 2^-20; the whole-file XXH3-128 catches what remains.
 //
 // The weak checksum is a polynomial rolling hash modulo 2^64 over a random
 // byte table; the weak value is its top 32 bits. ComputeDelta first checks
@@ -55,7 +55,7 @@
 // matching blocks are merged into one OpCopy (an unchanged 256 MiB file costs
 // about 100 bytes of delta), the short last block matches when it continues
 // a previous match or ends the new file, and literals come in chunks of at
-// most [MaxLiteral] bytes. Reading, SHA-256 and matching run in separate
+// most [MaxLiteral] bytes. Reading, hashing and matching run in separate
 // goroutines; the new file's data is not copied beyond the read itself.
 // Signature checksums are computed by GOMAXPROCS workers, which read in
 // parallel with ReadAt when the reader is also an io.ReaderAt and io.Seeker
@@ -73,7 +73,7 @@
 //	0x01 copy:     zigzag varint (Block - end of the previous copy), uvarint Count
 //	0x02 literal:  uvarint n (1..MaxLiteral), n raw bytes
 //	0x03 literal:  uvarint m, m bytes of one S2 block decoding to 1..MaxLiteral bytes
-//	0x00 end:      32-byte SHA-256 of the new file
+//	0x00 end:      32 bytes: the XXH3-128 of the new file, then 16 zero bytes
 //
 // A literal chunk is S2-compressed when that saves at least 1/32 of it;
 // incompressible data is sent raw (the S2 attempt costs little on it).

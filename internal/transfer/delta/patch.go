@@ -1,13 +1,12 @@
 package delta
 
 import (
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
 )
 
-// ErrChecksumMismatch reports that a reconstructed file's SHA-256 differs
+// ErrChecksumMismatch reports that a reconstructed file's whole-file check (XXH3-128) differs
 // from the primary's: the old file changed since its signature was taken, or
 // a checksum collision happened. Fall back to a whole-file transfer.
 var ErrChecksumMismatch = errors.New("delta: reconstructed file checksum mismatch")
@@ -21,7 +20,7 @@ const (
 // returned by ops (until it returns io.EOF; Decoder.Next fits). Only
 // sig.BlockSize and sig.FileSize are used, so a Signature carrying just
 // those two fields is enough. Every op is checked against them: a copy of a
-// block outside the old file is an error. Patch returns the SHA-256 of what
+// block outside the old file is an error. Patch returns the whole-file check of what
 // it wrote, to be compared with the primary's sum (see PatchFrom).
 func Patch(old io.ReaderAt, sig *Signature, ops func() (Op, error), out io.Writer) (sum [32]byte, err error) {
 	if sig == nil {
@@ -84,7 +83,7 @@ func PatchFrom(old io.ReaderAt, sig *Signature, d *Decoder, out io.Writer) error
 }
 
 // pipe batches output into buffers, writes them to out and hashes them in a
-// second goroutine, so SHA-256 overlaps the reads and writes.
+// second goroutine, so hashing overlaps the reads and writes.
 type pipe struct {
 	out   io.Writer
 	cur   *[]byte
@@ -103,14 +102,12 @@ func newPipe(out io.Writer) *pipe {
 		done: make(chan [32]byte, 1),
 	}
 	go func() {
-		h := sha256.New()
+		h := newFileHash()
 		for bp := range p.todo {
 			hashWrite(h, *bp)
 			p.free <- bp
 		}
-		var s [32]byte
-		copy(s[:], h.Sum(nil))
-		p.done <- s
+		p.done <- fileSum(h)
 	}()
 	return p
 }
@@ -187,7 +184,7 @@ func (p *pipe) copyFrom(old io.ReaderAt, off, length int64) error {
 	return nil
 }
 
-// sum waits for the hasher and returns the SHA-256 of everything flushed.
+// sum waits for the hasher and returns the whole-file check of everything flushed.
 func (p *pipe) sum() [32]byte {
 	p.shut = true
 	close(p.todo)

@@ -127,7 +127,7 @@ func (e *Encoder) literal(d []byte) {
 	e.write(d)
 }
 
-// Close writes the end record carrying sum (the SHA-256 of the new file) and
+// Close writes the end record carrying sum (the whole-file check of the new file) and
 // flushes the buffered output.
 func (e *Encoder) Close(sum [32]byte) error {
 	if e.closed {
@@ -176,7 +176,7 @@ func NewDecoder(r io.Reader) *Decoder {
 	return &Decoder{r: br}
 }
 
-// Sum returns the SHA-256 of the new file carried by the end record. It is
+// Sum returns the whole-file check of the new file carried by the end record. It is
 // valid once Next has returned io.EOF.
 func (d *Decoder) Sum() [32]byte { return d.sum }
 
