@@ -1,14 +1,18 @@
 package secondary
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/georep/georep/internal/fileid"
 	"golang.org/x/sys/unix"
@@ -109,52 +113,165 @@ func (a *Agent) loadIndex() error {
 		return err
 	}
 	ix.byIno[st.Ino] = a.rootID
-	for _, sub := range []string{idsDir, dirsDir} {
-		isDir := sub == dirsDir
-		shards, err := readNames(a.rootFD, sub)
+	if err := a.loadFileIndex(ix); err != nil {
+		return err
+	}
+	shards, err := readNames(a.rootFD, dirsDir)
+	if err != nil {
+		return fmt.Errorf("read index %s: %w", dirsDir, err)
+	}
+	for _, sh := range shards {
+		names, err := readNames(a.rootFD, dirsDir+"/"+sh)
 		if err != nil {
-			return fmt.Errorf("read index %s: %w", sub, err)
+			return fmt.Errorf("read index %s/%s: %w", dirsDir, sh, err)
 		}
-		for _, sh := range shards {
-			names, err := readNames(a.rootFD, sub+"/"+sh)
+		for _, n := range names {
+			p := dirsDir + "/" + sh + "/" + n
+			t, err := readlinkAt(a.rootFD, p)
 			if err != nil {
-				return fmt.Errorf("read index %s/%s: %w", sub, sh, err)
+				continue
 			}
-			for _, n := range names {
-				p := sub + "/" + sh + "/" + n
-				if isDir {
-					t, err := readlinkAt(a.rootFD, p)
-					if err != nil {
-						continue
-					}
-					rec, err := decodeDirRec(t)
-					if err != nil {
-						a.log.Warn("skipping a bad directory record", "path", p, "err", err)
-						continue
-					}
-					id := fileid.ID(n)
-					if !id.Valid() {
-						continue
-					}
-					ix.dirs[id] = rec
-					ix.byIno[rec.ino] = id
-					continue
-				}
-				var fst unix.Stat_t
-				if err := unix.Fstatat(a.rootFD, p, &fst, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-					continue
-				}
-				id := fileid.ID(n)
-				if !id.Valid() {
-					continue
-				}
-				ix.files[id] = fst.Ino
-				ix.byIno[fst.Ino] = id
+			rec, err := decodeDirRec(t)
+			if err != nil {
+				a.log.Warn("skipping a bad directory record", "path", p, "err", err)
+				continue
 			}
+			id := fileid.ID(n)
+			if !id.Valid() {
+				continue
+			}
+			ix.dirs[id] = rec
+			ix.byIno[rec.ino] = id
 		}
 	}
 	a.idx = ix
 	return nil
+}
+
+// loadFileIndex reads the file index (.georep/ids/XX/ID hardlinks): ID ->
+// inode. The shards are read in parallel, and the inode numbers come from
+// the directory entries themselves (d_ino), which on the filesystems a
+// secondary lives on are the files' inode numbers: one getdents per shard
+// instead of a stat per file. Each shard checks that on its first regular
+// entry and stats every entry when they differ (overlayfs can).
+func (a *Agent) loadFileIndex(ix *index) error {
+	shards, err := readNames(a.rootFD, idsDir)
+	if err != nil {
+		return fmt.Errorf("read index %s: %w", idsDir, err)
+	}
+	type shardFiles struct {
+		ids  []fileid.ID
+		inos []uint64
+		err  error
+	}
+	out := make([]shardFiles, len(shards))
+	var wg sync.WaitGroup
+	next := atomic.Int64{}
+	for range min(4, max(1, runtime.NumCPU())) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(shards) {
+					return
+				}
+				rel := idsDir + "/" + shards[i]
+				ents, err := readDirents(a.rootFD, rel)
+				if err != nil {
+					out[i].err = fmt.Errorf("read index %s: %w", rel, err)
+					continue
+				}
+				trustIno := false
+				checked := false
+				for _, d := range ents {
+					id := fileid.ID(d.name)
+					if !id.Valid() {
+						continue
+					}
+					ino := d.ino
+					if !checked || !trustIno || d.typ != unix.DT_REG {
+						var st unix.Stat_t
+						if err := unix.Fstatat(a.rootFD, rel+"/"+d.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+							continue
+						}
+						if !checked && d.typ == unix.DT_REG {
+							checked, trustIno = true, st.Ino == d.ino
+						}
+						ino = st.Ino
+					}
+					out[i].ids = append(out[i].ids, id)
+					out[i].inos = append(out[i].inos, ino)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, sf := range out {
+		if sf.err != nil {
+			return sf.err
+		}
+		for j, id := range sf.ids {
+			ix.files[id] = sf.inos[j]
+			ix.byIno[sf.inos[j]] = id
+		}
+	}
+	return nil
+}
+
+// dirent is one entry of a directory as getdents64 returns it.
+type dirent struct {
+	ino  uint64
+	typ  uint8
+	name string
+}
+
+// readDirents lists rel under dirfd with inode numbers and types ("." and
+// ".." left out).
+func readDirents(dirfd int, rel string) ([]dirent, error) {
+	fd, err := openBeneath(dirfd, rel, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	defer unix.Close(fd)
+	var out []dirent
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n <= 0 {
+			return out, nil
+		}
+		out = parseDirents(buf[:n], out)
+	}
+}
+
+// parseDirents decodes linux_dirent64 records (ino u64, off s64, reclen
+// u16, type u8, NUL-terminated name) and appends them to out.
+func parseDirents(b []byte, out []dirent) []dirent {
+	for len(b) >= 19 {
+		reclen := int(binary.NativeEndian.Uint16(b[16:18]))
+		if reclen < 19 || reclen > len(b) {
+			break
+		}
+		name := b[19:reclen]
+		if i := bytes.IndexByte(name, 0); i >= 0 {
+			name = name[:i]
+		}
+		if nm := string(name); nm != "." && nm != ".." {
+			out = append(out, dirent{ino: binary.NativeEndian.Uint64(b[0:8]), typ: b[18], name: nm})
+		}
+		b = b[reclen:]
+	}
+	return out
 }
 
 func readNames(dirfd int, rel string) ([]string, error) {

@@ -107,8 +107,11 @@ func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
 		walkStarted = time.Now().UnixNano()
 		wch = s.startWalk(ctx)
 	}
+	t0 := time.Now()
 	secEntries, end, lerr := s.listSecondary(ctx)
+	listed := time.Since(t0)
 	w := <-wch
+	walked := time.Since(t0)
 	if w.err != nil {
 		return nil, fmt.Errorf("crawl the primary: %w", w.err)
 	}
@@ -121,6 +124,8 @@ func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
 	}
 	secEntries = keepUnreadable(secEntries, w.unreadable)
 	job := diff(prim, &w.root, secEntries, end, s.rootID, stime)
+	s.log.Debug("crawl timings", "list", listed.Round(time.Millisecond), "walk_wait", walked.Round(time.Millisecond),
+		"diff", (time.Since(t0) - walked).Round(time.Millisecond), "primary", len(prim), "secondary", len(secEntries))
 	job.Unreadable = w.unreadable
 	job.WalkStarted = walkStarted
 	return job, nil

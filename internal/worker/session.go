@@ -181,6 +181,7 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 		s.prefetchStarted = time.Now().UnixNano()
 		s.prefetched = s.startWalk(ctx)
 	}
+	dialStart := time.Now()
 	s.rwc, err = transport.Dial(ctx, cfg.Dest, transport.Options{SSHCommand: cfg.SSHCommand, RemoteGeorep: cfg.RemoteGeorep,
 		Software: Version, Logger: log.With("side", "secondary"), FakeSuper: cfg.FakeSuper, Stderr: cfg.Stderr,
 		BandwidthLimit: cfg.BandwidthLimit})
@@ -210,6 +211,7 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 		return nil, fmt.Errorf("version mismatch: this primary speaks protocol %d (georep %s), the secondary speaks %d (georep %s)", protocol.Version, Version, h.Version, h.Software)
 	}
 	s.Hello = h
+	log.Debug("connected", "took", time.Since(dialStart).Round(time.Millisecond), "new_root", h.NewRoot)
 	s.stats.FakeSuper = h.FakeSuper
 	go s.conn.Keepalive(ctx, 5*time.Second, 30*time.Second)
 	return s, nil
