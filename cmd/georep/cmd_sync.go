@@ -207,14 +207,23 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 		}
 		start = min(start, job.WalkStarted) // the first walk began before the connection
 		cfg.Logger.Info("crawl done", "pass", pass, "job", job.String())
-		// Keep what the crawl found as a changelog ('georep changelog dump').
-		if recs := job.Records(); len(recs) > 0 {
-			clPath := filepath.Join(recDir, "crawl.changelog")
-			if err := changelog.WriteFile(clPath, changelog.Header{Seq: uint64(pass), Start: start, Source: changelog.SourceCrawl}, recs, time.Now().UnixNano()); err != nil {
-				cfg.Logger.Warn("could not keep the crawl's changelog", "err", err)
+		// Keep what the crawl found as a changelog ('georep changelog dump'),
+		// written beside the transfer rather than before it.
+		// Execute only reads the job (it copies the entries it sends).
+		kept := make(chan struct{})
+		go func() {
+			defer close(kept)
+			t0 := time.Now()
+			if recs := job.Records(); len(recs) > 0 {
+				clPath := filepath.Join(recDir, "crawl.changelog")
+				if err := changelog.WriteFile(clPath, changelog.Header{Seq: uint64(pass), Start: start, Source: changelog.SourceCrawl}, recs, time.Now().UnixNano()); err != nil {
+					cfg.Logger.Warn("could not keep the crawl's changelog", "err", err)
+				}
 			}
-		}
+			cfg.Logger.Debug("crawl changelog kept", "took", time.Since(t0).Round(time.Millisecond))
+		}()
 		err = sess.Execute(ctx, job)
+		<-kept
 		if err == nil {
 			if err := sess.CommitStime(ctx, start); err != nil {
 				return stime, err
