@@ -3,10 +3,13 @@
 # the same generated trees (../shared/bench/workload.py), on a fresh
 # journaled ext4 loop mount, with `sync` between runs:
 #
-#   1. initial sync of 20,000 small files over loopback ssh (georep, rsync, tar)
+#   1. initial sync of 20,000 small files over loopback ssh (georep, rsync,
+#      tar), and the same tree read and carried through ssh into cat (no
+#      file created): the part of the work no tool avoids
 #   2. initial sync of 5,000 small files over the emulated WAN (25 ms each
 #      way, 100 Mbit/s: wanproxy.py in front of the wan.sh sshd), with the
-#      bandwidth floor (bytes / link rate)
+#      bandwidth floor (bytes / link rate) and what one ssh connection
+#      through that proxy carries at best (the tar stream into cat)
 #   3. 8 x 256 MiB files, 1 MiB changed in each (4 x 256 KiB at random
 #      offsets), resynced over loopback ssh: bytes on the wire and time
 #      (georep --json bytes_sent + bytes_received, rsync --stats)
@@ -14,6 +17,9 @@
 #      ssh (georep vs rsync; both replicas checked with verify.py)
 #
 # Each timed figure is printed with its peers and the georep/peer ratio.
+# Between timed runs the script waits for the georep agent (a one-shot sync
+# over ssh leaves its final syncfs to the agent) and runs sync, so no run
+# pays for another's writeback.
 # Needs root, rsync, openssh-server. About 4-6 minutes.
 #
 #   bench/compare.sh [--rounds N]     (N interleaved rounds of 1 and 2; default 2, best shown)
@@ -34,6 +40,7 @@ cleanup() {
   if [ -z "${KEEP:-}" ] && mountpoint -q $mnt; then umount $mnt && rm -f $img; fi
 }
 trap cleanup EXIT
+sync; echo 1 > /proc/sys/vm/drop_caches  # start from an empty page cache
 if ! mountpoint -q $mnt; then
   mkdir -p $mnt; truncate -s 12G $img; mkfs.ext4 -q -F $img; mount -o loop,noatime $img $mnt
 fi
@@ -53,7 +60,12 @@ wan_ssh="ssh -p $wan_port $opts"
 $lo_ssh root@127.0.0.1 true || { echo "cannot ssh to root@127.0.0.1:42022" >&2; exit 1; }
 
 secs() { local s e; s=$(date +%s.%N); "$@" >"$mnt/out" 2>&1 || { cat "$mnt/out" >&2; return 1; }; e=$(date +%s.%N); echo "$e - $s" | bc; }
-settle() { rm -rf "$@"; sync; sleep 1; }
+# A one-shot georep sync over ssh returns once everything is applied; its
+# agent then makes the session durable (syncfs) and records its stime. Wait
+# for that, and sync, before the next timed run, so that no run pays for
+# another's writeback (rsync and tar leave theirs to the kernel as well).
+quiesce() { while pgrep -f "georep secondary --root $mnt" >/dev/null; do sleep 0.05; done; sync; sleep 1; }
+settle() { quiesce; rm -rf "$@"; sync; sleep 1; }
 ratio() { echo "scale=2; $1 / $2" | bc; }
 best() { printf '%s\n' "$@" | sort -g | head -1; }
 gsync() { # SRC DST SSH [flags]: a georep sync, JSON summary in $mnt/out
@@ -77,36 +89,55 @@ sync
 echo "== 1. initial sync, 20,000 small files, loopback ssh ($rounds rounds, interleaved)"
 g=() r=() x=()
 for i in $(seq "$rounds"); do
-  g+=("$(secs gsync $mnt/small $mnt/g-small "$lo_ssh")"); [ "$i" = "$rounds" ] || settle $mnt/g-small $mnt/g-small.state
-  r+=("$(secs rsync -aHAX --delete -e "$lo_ssh" $mnt/small/ root@127.0.0.1:$mnt/r-small/)"); [ "$i" = "$rounds" ] || settle $mnt/r-small
+  g+=("$(secs gsync $mnt/small $mnt/g-small "$lo_ssh")"); { [ "$i" = "$rounds" ] && quiesce; } || settle $mnt/g-small $mnt/g-small.state
+  r+=("$(secs rsync -aHAX --delete -e "$lo_ssh" $mnt/small/ root@127.0.0.1:$mnt/r-small/)"); { [ "$i" = "$rounds" ] && quiesce; } || settle $mnt/r-small
   x+=("$(secs bash -c "tar -C $mnt/small -cf - . | $lo_ssh root@127.0.0.1 'mkdir -p $mnt/t-small && tar -C $mnt/t-small -xf -'")"); settle $mnt/t-small
   echo "   round $i: georep ${g[-1]} s  rsync ${r[-1]} s  tar ${x[-1]} s"
 done
 echo "   georep replica: $(verify $mnt/small $mnt/g-small)"
 G=$(best "${g[@]}") R=$(best "${r[@]}") X=$(best "${x[@]}")
+# Reading the tree and carrying it through ssh, with nothing written on the
+# far side: what any tool pays before it creates a single file.
+c=()
+for i in $(seq "$rounds"); do
+  c+=("$(secs bash -c "tar -C $mnt/small -cf - . | $lo_ssh root@127.0.0.1 'cat >/dev/null'")")
+done
+C=$(best "${c[@]}")
 line '%-44s georep %6.2f s  rsync %6.2f s  tar %6.2f s   georep/rsync %s  georep/tar %s' \
   "initial 20k small files, loopback ssh (best)" "$G" "$R" "$X" "$(ratio "$G" "$R")" "$(ratio "$G" "$X")"
+line '%-44s %6.2f s (= %s x rsync): tar stream into ssh cat, nothing written' \
+  "   read + ssh only, no file created" "$C" "$(ratio "$C" "$R")"
 
 echo "== 2. initial sync, 5,000 small files, emulated WAN 50 ms RTT 100 Mbit/s"
 bytes=$(du -sb --apparent-size $mnt/wan | cut -f1)
 floor=$(echo "scale=3; $bytes * 8 / 100000000" | bc)
 g=() r=() x=()
 for i in $(seq "$rounds"); do
-  g+=("$(secs gsync $mnt/wan $mnt/g-wan "$wan_ssh")"); gw=$(gbytes); [ "$i" = "$rounds" ] || settle $mnt/g-wan $mnt/g-wan.state
+  g+=("$(secs gsync $mnt/wan $mnt/g-wan "$wan_ssh")"); gw=$(gbytes); { [ "$i" = "$rounds" ] && quiesce; } || settle $mnt/g-wan $mnt/g-wan.state
   r+=("$(secs rsync -aHAX --delete --stats -e "$wan_ssh" $mnt/wan/ root@127.0.0.1:$mnt/r-wan/)"); rw=$(rbytes); settle $mnt/r-wan
   x+=("$(secs bash -c "tar -C $mnt/wan -cf - . | $wan_ssh root@127.0.0.1 'mkdir -p $mnt/t-wan && tar -C $mnt/t-wan -xf -'")"); settle $mnt/t-wan
   echo "   round $i: georep ${g[-1]} s  rsync ${r[-1]} s  tar ${x[-1]} s"
 done
 echo "   georep replica: $(verify $mnt/wan $mnt/g-wan)"; settle $mnt/g-wan $mnt/g-wan.state
+# What one ssh connection through this emulated link carries at best: the
+# tree's tar stream (the file bytes plus headers) into cat, nothing written.
+c=()
+for i in $(seq "$rounds"); do
+  c+=("$(secs bash -c "tar -C $mnt/wan -cf - . | $wan_ssh root@127.0.0.1 'cat >/dev/null'")")
+done
+C=$(best "${c[@]}")
 G=$(best "${g[@]}") R=$(best "${r[@]}") X=$(best "${x[@]}")
 line '%-44s georep %6.2f s  rsync %6.2f s  tar %6.2f s   georep/rsync %s  georep/tar %s' \
   "initial 5k small files, WAN (best)" "$G" "$R" "$X" "$(ratio "$G" "$R")" "$(ratio "$G" "$X")"
 line '%-44s %d file bytes -> floor %s s;  georep/floor %s;  on the wire: georep %d B, rsync %d B, tar %d B' \
   "   bandwidth floor" "$bytes" "$floor" "$(ratio "$G" "$floor")" "$gw" "$rw" "$(tar -C $mnt/wan -cf - . | wc -c)"
+line '%-44s %6.2f s (%s x floor): tar stream into ssh cat, nothing written;  georep/ceiling %s' \
+  "   one ssh connection, best case" "$C" "$(ratio "$C" "$floor")" "$(ratio "$G" "$C")"
 
 echo "== 3. 8 x 256 MiB, 1 MiB changed in each, loopback ssh"
 secs gsync $mnt/large $mnt/g-large "$lo_ssh" >/dev/null
 secs rsync -aHAX --delete -e "$lo_ssh" $mnt/large/ root@127.0.0.1:$mnt/r-large/ >/dev/null
+quiesce
 python3 - "$mnt/large/large" <<'PY'
 import os, random, sys
 r = random.Random(6)
@@ -118,8 +149,8 @@ for name in sorted(os.listdir(sys.argv[1])):
             f.seek(r.randrange(0, size - (256 << 10)))
             f.write(r.randbytes(256 << 10))
 PY
-sync
-G=$(secs gsync $mnt/large $mnt/g-large "$lo_ssh"); GB=$(gbytes)
+quiesce
+G=$(secs gsync $mnt/large $mnt/g-large "$lo_ssh"); GB=$(gbytes); quiesce
 R=$(secs rsync -aHAX --delete --stats -e "$lo_ssh" $mnt/large/ root@127.0.0.1:$mnt/r-large/); RB=$(rbytes)
 echo "   georep replica: $(verify $mnt/large $mnt/g-large)"
 line '%-44s georep %6.2f s  rsync %6.2f s   georep/rsync %s' "8x256 MiB, 1 MiB changed each: time" "$G" "$R" "$(ratio "$G" "$R")"
@@ -128,8 +159,8 @@ settle $mnt/g-large $mnt/g-large.state $mnt/r-large $mnt/large
 
 echo "== 4. churn on the 20,000-file tree, incremental over loopback ssh"
 python3 "$wl" churn $mnt/small | sed 's/^/   /'
-sync
-G=$(secs gsync $mnt/small $mnt/g-small "$lo_ssh"); GB=$(gbytes)
+quiesce
+G=$(secs gsync $mnt/small $mnt/g-small "$lo_ssh"); GB=$(gbytes); quiesce
 R=$(secs rsync -aHAX --delete --stats -e "$lo_ssh" $mnt/small/ root@127.0.0.1:$mnt/r-small/); RB=$(rbytes)
 echo "   georep replica: $(verify $mnt/small $mnt/g-small)"
 echo "   rsync replica:  $(verify $mnt/small $mnt/r-small)"
