@@ -88,6 +88,8 @@ type Session struct {
 	// the first Crawl; prefetchStarted is when it began.
 	prefetched      <-chan walkRes
 	prefetchStarted int64
+	// committed: the secondary acknowledged a StimeSet in this session.
+	committed bool
 
 	stats   Stats
 	statsMu sync.Mutex
@@ -224,13 +226,18 @@ func startsWithDotDot(rel string) bool {
 // Close ends the session.
 func (s *Session) Close() error {
 	if s.conn != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		_, err := s.conn.Call(ctx, &protocol.Bye{})
-		cancel()
-		if d, ok := s.rwc.(interface{ Detach() }); ok && err == nil && s.cfg.DeferDurability {
-			// The agent answered goodbye and finishes on its own (syncfs,
-			// stime): do not wait for it.
-			d.Detach()
+		d, detachable := s.rwc.(interface{ Detach() })
+		if detachable && s.cfg.DeferDurability && s.committed {
+			// The agent holds the stime to record and finishes on its own
+			// (syncfs, stime, exit) once it reads goodbye or the end of
+			// the stream: no round trip to wait for, no exit to wait for.
+			if s.conn.Send(&protocol.Bye{}, nil) == nil && s.conn.Flush() == nil {
+				d.Detach()
+			}
+		} else {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			s.conn.Call(ctx, &protocol.Bye{})
+			cancel()
 		}
 		s.conn.Close()
 	}
@@ -306,6 +313,7 @@ func (s *Session) CommitStime(ctx context.Context, stime int64) error {
 	if err != nil {
 		return fmt.Errorf("record stime on the secondary: %w", err)
 	}
+	s.committed = true
 	return nil
 }
 
