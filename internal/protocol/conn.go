@@ -184,6 +184,14 @@ func (c *Conn) Flush() error {
 
 // Call sends one request and waits for its single reply.
 func (c *Conn) Call(ctx context.Context, m Message) (Message, error) {
+	return c.CallThen(ctx, m, nil)
+}
+
+// CallThen is Call, with then (when not nil) run after m is queued and
+// before the flush: the requests then queues travel right behind m, in the
+// same round trip, and are answered after it. An error from then is
+// returned without waiting for m's reply.
+func (c *Conn) CallThen(ctx context.Context, m Message, then func() error) (Message, error) {
 	type res struct {
 		m   Message
 		err error
@@ -191,6 +199,11 @@ func (c *Conn) Call(ctx context.Context, m Message) (Message, error) {
 	ch := make(chan res, 1)
 	if err := c.Send(m, func(r Message, err error) bool { ch <- res{r, err}; return true }); err != nil {
 		return nil, err
+	}
+	if then != nil {
+		if err := then(); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.Flush(); err != nil {
 		return nil, err

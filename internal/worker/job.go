@@ -59,6 +59,22 @@ func (j *Job) String() string {
 
 // listSecondary fetches the secondary's whole tree.
 func (s *Session) listSecondary(ctx context.Context) ([]*tree.Entry, *protocol.ListEnd, error) {
+	wait, err := s.startList()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.conn.Flush(); err != nil {
+		return nil, nil, err
+	}
+	return wait(ctx)
+}
+
+// listWait waits for a listing asked for by startList.
+type listWait func(ctx context.Context) ([]*tree.Entry, *protocol.ListEnd, error)
+
+// startList queues a List request (the caller flushes) and returns the
+// wait for its answer.
+func (s *Session) startList() (listWait, error) {
 	var entries []*tree.Entry
 	done := make(chan error, 1)
 	var end *protocol.ListEnd
@@ -80,20 +96,19 @@ func (s *Session) listSecondary(ctx context.Context) ([]*tree.Entry, *protocol.L
 		return true
 	})
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	if err := s.conn.Flush(); err != nil {
-		return nil, nil, err
-	}
-	select {
-	case err := <-done:
-		if err != nil {
-			return nil, nil, fmt.Errorf("list the secondary: %w", err)
+	return func(ctx context.Context) ([]*tree.Entry, *protocol.ListEnd, error) {
+		select {
+		case err := <-done:
+			if err != nil {
+				return nil, nil, fmt.Errorf("list the secondary: %w", err)
+			}
+			return entries, end, nil
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
 		}
-		return entries, end, nil
-	case <-ctx.Done():
-		return nil, nil, ctx.Err()
-	}
+	}, nil
 }
 
 // Crawl compares the whole primary tree with the whole secondary tree and
@@ -108,7 +123,15 @@ func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
 		wch = s.startWalk(ctx)
 	}
 	t0 := time.Now()
-	secEntries, end, lerr := s.listSecondary(ctx)
+	var secEntries []*tree.Entry
+	var end *protocol.ListEnd
+	var lerr error
+	if early := s.earlyList; early != nil {
+		s.earlyList = nil // asked for with the handshake
+		secEntries, end, lerr = early(ctx)
+	} else {
+		secEntries, end, lerr = s.listSecondary(ctx)
+	}
 	listed := time.Since(t0)
 	w := <-wch
 	walked := time.Since(t0)

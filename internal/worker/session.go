@@ -88,6 +88,9 @@ type Session struct {
 	// the first Crawl; prefetchStarted is when it began.
 	prefetched      <-chan walkRes
 	prefetchStarted int64
+	// earlyList is the first crawl's listing, asked for with the
+	// handshake (PrefetchWalk).
+	earlyList listWait
 	// committed: the secondary acknowledged a StimeSet in this session.
 	committed bool
 
@@ -194,8 +197,16 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	s.conn = protocol.NewConn(s.rwc)
 	hctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	m, err := s.conn.Call(hctx, &protocol.Hello{Version: protocol.Version, Software: Version, RootID: s.rootID, Session: src, FakeSuper: cfg.FakeSuper, ReadOnly: cfg.ReadOnly,
-		DeferDurability: cfg.DeferDurability})
+	var listFirst func() error
+	if cfg.PrefetchWalk {
+		// The first crawl's listing travels right behind the handshake.
+		listFirst = func() (err error) {
+			s.earlyList, err = s.startList()
+			return err
+		}
+	}
+	m, err := s.conn.CallThen(hctx, &protocol.Hello{Version: protocol.Version, Software: Version, RootID: s.rootID, Session: src, FakeSuper: cfg.FakeSuper, ReadOnly: cfg.ReadOnly,
+		DeferDurability: cfg.DeferDurability}, listFirst)
 	if err != nil {
 		s.Close()
 		if errors.Is(err, protocol.ErrClosed) && cfg.Dest.Host != "" {
