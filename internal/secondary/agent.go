@@ -50,7 +50,11 @@ type Agent struct {
 	fakeSuper bool
 
 	fdMu      sync.Mutex
-	fdCache   map[fileid.ID]int
+	fdCache   map[fileid.ID]cachedDir
+	// dirGen counts the barrier messages (entry operations and the like,
+	// which may remove directories): a cached directory descriptor checked
+	// in the current generation is used without another fstat.
+	dirGen atomic.Uint64
 	graveyard []int
 
 	strayMu sync.Mutex
@@ -98,7 +102,7 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	a := &Agent{opts: opts, log: log, rootFD: -1, tmpFD: -1, lockFD: -1, fdCache: map[fileid.ID]int{}, streams: map[uint64]*fileStream{},
+	a := &Agent{opts: opts, log: log, rootFD: -1, tmpFD: -1, lockFD: -1, fdCache: map[fileid.ID]cachedDir{}, streams: map[uint64]*fileStream{},
 		sem: make(chan struct{}, 4), rep: protocol.NewReplier(rwc), kick: make(chan struct{}, 1), shards: map[string]int{}}
 	defer a.close()
 	stop := context.AfterFunc(ctx, func() { rwc.Close() })
@@ -220,6 +224,7 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 		// Everything else is a barrier: it sees the effects of all earlier
 		// messages.
 		a.work.Wait()
+		a.dirGen.Add(1)
 		var reply protocol.Message
 		switch m := m.(type) {
 		case *protocol.List:

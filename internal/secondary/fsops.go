@@ -54,14 +54,22 @@ func (a *Agent) dirFD(id fileid.ID) (int, error) {
 	if id == a.rootID {
 		return a.rootFD, nil
 	}
+	gen := a.dirGen.Load()
 	a.fdMu.Lock()
-	if fd, ok := a.fdCache[id]; ok {
-		var st unix.Stat_t
-		if unix.Fstat(fd, &st) == nil && st.Nlink > 0 {
+	if c, ok := a.fdCache[id]; ok {
+		// Checked since the last entry operations (which may have removed
+		// the directory): still good.
+		if c.gen == gen {
 			a.fdMu.Unlock()
-			return fd, nil
+			return c.fd, nil
 		}
-		a.graveyard = append(a.graveyard, fd)
+		var st unix.Stat_t
+		if unix.Fstat(c.fd, &st) == nil && st.Nlink > 0 {
+			a.fdCache[id] = cachedDir{fd: c.fd, gen: gen}
+			a.fdMu.Unlock()
+			return c.fd, nil
+		}
+		a.graveyard = append(a.graveyard, c.fd)
 		delete(a.fdCache, id)
 	}
 	a.fdMu.Unlock()
@@ -83,16 +91,23 @@ func (a *Agent) dirFD(id fileid.ID) (int, error) {
 	a.fdMu.Lock()
 	if len(a.fdCache) >= 512 {
 		for k, v := range a.fdCache {
-			a.graveyard = append(a.graveyard, v)
+			a.graveyard = append(a.graveyard, v.fd)
 			delete(a.fdCache, k)
 			if len(a.fdCache) < 384 {
 				break
 			}
 		}
 	}
-	a.fdCache[id] = fd
+	a.fdCache[id] = cachedDir{fd: fd, gen: gen}
 	a.fdMu.Unlock()
 	return fd, nil
+}
+
+// cachedDir is a cached directory descriptor and the dirGen at which it
+// was last known to name a live directory.
+type cachedDir struct {
+	fd  int
+	gen uint64
 }
 
 // Cached descriptors are handed out without reference counts, so one that
@@ -101,8 +116,8 @@ func (a *Agent) dirFD(id fileid.ID) (int, error) {
 
 func (a *Agent) forgetFD(id fileid.ID) {
 	a.fdMu.Lock()
-	if fd, ok := a.fdCache[id]; ok {
-		a.graveyard = append(a.graveyard, fd)
+	if c, ok := a.fdCache[id]; ok {
+		a.graveyard = append(a.graveyard, c.fd)
 		delete(a.fdCache, id)
 	}
 	a.fdMu.Unlock()
@@ -111,7 +126,7 @@ func (a *Agent) forgetFD(id fileid.ID) {
 func (a *Agent) forgetAllFDs() {
 	a.fdMu.Lock()
 	for k, v := range a.fdCache {
-		a.graveyard = append(a.graveyard, v)
+		a.graveyard = append(a.graveyard, v.fd)
 		delete(a.fdCache, k)
 	}
 	a.fdMu.Unlock()
