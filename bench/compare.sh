@@ -11,8 +11,8 @@
 #      bandwidth floor (bytes / link rate) and what one ssh connection
 #      through that proxy carries at best (the tar stream into cat)
 #   3. 8 x 256 MiB files, 1 MiB changed in each (4 x 256 KiB at random
-#      offsets), resynced over loopback ssh: bytes on the wire and time
-#      (georep --json bytes_sent + bytes_received, rsync --stats)
+#      offsets), resynced over loopback ssh, N rounds: bytes on the wire and
+#      time (georep --json bytes_sent + bytes_received, rsync --stats)
 #   4. the churn workload on the 20,000-file tree, resynced over loopback
 #      ssh (georep vs rsync; both replicas checked with verify.py)
 #
@@ -22,7 +22,7 @@
 # pays for another's writeback.
 # Needs root, rsync, openssh-server. About 4-6 minutes.
 #
-#   bench/compare.sh [--rounds N]     (N interleaved rounds of 1 and 2; default 2, best shown)
+#   bench/compare.sh [--rounds N]     (N interleaved rounds of 1, 2 and 3; default 2, best shown)
 set -euo pipefail
 rounds=2
 [ "${1:-}" = --rounds ] && rounds=$2
@@ -138,9 +138,13 @@ echo "== 3. 8 x 256 MiB, 1 MiB changed in each, loopback ssh"
 secs gsync $mnt/large $mnt/g-large "$lo_ssh" >/dev/null
 secs rsync -aHAX --delete -e "$lo_ssh" $mnt/large/ root@127.0.0.1:$mnt/r-large/ >/dev/null
 quiesce
-python3 - "$mnt/large/large" <<'PY'
+# Each round changes 1 MiB in every file (new random offsets), then both
+# tools bring their replica up to date; the best round of each is shown.
+g=() r=()
+for i in $(seq "$rounds"); do
+  python3 - "$mnt/large/large" "$i" <<'PY'
 import os, random, sys
-r = random.Random(6)
+r = random.Random(6 + 1000 * int(sys.argv[2]))
 for name in sorted(os.listdir(sys.argv[1])):
     p = os.path.join(sys.argv[1], name)
     size = os.path.getsize(p)
@@ -149,9 +153,12 @@ for name in sorted(os.listdir(sys.argv[1])):
             f.seek(r.randrange(0, size - (256 << 10)))
             f.write(r.randbytes(256 << 10))
 PY
-quiesce
-G=$(secs gsync $mnt/large $mnt/g-large "$lo_ssh"); GB=$(gbytes); quiesce
-R=$(secs rsync -aHAX --delete --stats -e "$lo_ssh" $mnt/large/ root@127.0.0.1:$mnt/r-large/); RB=$(rbytes)
+  quiesce
+  g+=("$(secs gsync $mnt/large $mnt/g-large "$lo_ssh")"); GB=$(gbytes); quiesce
+  r+=("$(secs rsync -aHAX --delete --stats -e "$lo_ssh" $mnt/large/ root@127.0.0.1:$mnt/r-large/)"); RB=$(rbytes); quiesce
+  echo "   round $i: georep ${g[-1]} s ($GB B)  rsync ${r[-1]} s ($RB B)"
+done
+G=$(best "${g[@]}") R=$(best "${r[@]}")
 echo "   georep replica: $(verify $mnt/large $mnt/g-large)"
 line '%-44s georep %6.2f s  rsync %6.2f s   georep/rsync %s' "8x256 MiB, 1 MiB changed each: time" "$G" "$R" "$(ratio "$G" "$R")"
 line '%-44s georep %d B  rsync %d B   georep/rsync %s' "   bytes on the wire (both directions)" "$GB" "$RB" "$(ratio "$GB" "$RB")"
