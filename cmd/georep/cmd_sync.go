@@ -186,9 +186,12 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 	}
 	defer sess.Close()
 	defer func() { sum.Stats = sess.Stats(); sum.Failures = sum.Stats.FailureList; sum.Stats.FailureList = nil }()
-	primStime, err := state.ReadStime(filepath.Join(recDir, "stime"))
+	primStime, corrupt, err := state.ReadStimeLenient(filepath.Join(recDir, "stime"))
 	if err != nil {
 		return 0, err
+	}
+	if corrupt {
+		cfg.Logger.Warn("this sync's stime record is unreadable (a crash while it was written?); taking the secondary's", "path", filepath.Join(recDir, "stime"))
 	}
 	stime := sess.Hello.Stime
 	if primStime != 0 && (stime == 0 || primStime < stime) {
@@ -228,7 +231,7 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 			if err := sess.CommitStime(ctx, start); err != nil {
 				return stime, err
 			}
-			if err := state.WriteStime(filepath.Join(recDir, "stime"), start); err != nil {
+			if err := state.WriteStimeLazy(filepath.Join(recDir, "stime"), start); err != nil {
 				return start, fmt.Errorf("record stime: %w", err)
 			}
 			os.Remove(filepath.Join(recDir, "failures.json"))

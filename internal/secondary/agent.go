@@ -49,12 +49,12 @@ type Agent struct {
 	idx       *index
 	fakeSuper bool
 
-	fdMu      sync.Mutex
-	fdCache   map[fileid.ID]cachedDir
+	fdMu    sync.Mutex
+	fdCache map[fileid.ID]cachedDir
 	// dirGen counts the barrier messages (entry operations and the like,
 	// which may remove directories): a cached directory descriptor checked
 	// in the current generation is used without another fstat.
-	dirGen atomic.Uint64
+	dirGen    atomic.Uint64
 	graveyard []int
 
 	strayMu sync.Mutex
