@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -274,17 +273,17 @@ func parseDirents(b []byte, out []dirent) []dirent {
 	return out
 }
 
+// readNames lists the names in rel under dirfd (none when it is missing).
 func readNames(dirfd int, rel string) ([]string, error) {
-	fd, err := openBeneath(dirfd, rel, unix.O_RDONLY|unix.O_DIRECTORY)
+	ents, err := readDirents(dirfd, rel)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil, nil
-		}
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), rel)
-	defer f.Close()
-	return f.Readdirnames(-1)
+	names := make([]string, len(ents))
+	for i, e := range ents {
+		names[i] = e.name
+	}
+	return names, nil
 }
 
 func readlinkAt(dirfd int, rel string) (string, error) {
