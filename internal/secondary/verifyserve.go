@@ -14,6 +14,7 @@ import (
 	"github.com/georep/georep/internal/protocol"
 	"github.com/georep/georep/internal/tree"
 	"github.com/georep/georep/internal/verify"
+	"github.com/georep/georep/internal/xattr"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
@@ -343,7 +344,7 @@ func (w *verifyWalk) dir(parent *vdir, name string, it protocol.VerifyItem) erro
 	h := &vdir{fd: fd}
 	h.acquire()
 	defer h.release()
-	w.attrs(&it, fdXattrIO(fd))
+	w.attrs(&it, xattr.OfFD(fd))
 	if err := w.emit(it); err != nil {
 		return err
 	}
@@ -376,7 +377,7 @@ func (w *verifyWalk) file(parent *vdir, name string, it protocol.VerifyItem) err
 		}
 		it.HasHash = true
 	}
-	w.attrs(&it, fdXattrIO(fd))
+	w.attrs(&it, xattr.OfFD(fd))
 	return w.emit(it)
 }
 
@@ -435,7 +436,7 @@ func (w *verifyWalk) other(parent *vdir, name string, it protocol.VerifyItem) er
 		}
 		it.Target = t
 	}
-	w.attrs(&it, linkXattrIO(procPath(parent.fd)+"/"+name))
+	w.attrs(&it, xattr.OfLink(procPath(parent.fd)+"/"+name))
 	return w.emit(it)
 }
 
@@ -463,50 +464,26 @@ func readlinkSized(dirfd int, name string, size int64) (string, error) {
 	}
 }
 
-// xattrIO abstracts descriptor- and (no-follow) path-based xattr calls.
-type xattrIO struct {
-	list func(buf []byte) (int, error)
-	get  func(name string, buf []byte) (int, error)
-}
-
-func fdXattrIO(fd int) xattrIO {
-	return xattrIO{
-		list: func(b []byte) (int, error) { return unix.Flistxattr(fd, b) },
-		get:  func(n string, b []byte) (int, error) { return unix.Fgetxattr(fd, n, b) },
-	}
-}
-
-func linkXattrIO(p string) xattrIO {
-	return xattrIO{
-		list: func(b []byte) (int, error) { return unix.Llistxattr(p, b) },
-		get:  func(n string, b []byte) (int, error) { return unix.Lgetxattr(p, n, b) },
-	}
-}
-
-func noXattrsErr(err error) bool {
-	return err == unix.ENOTSUP || err == unix.EOPNOTSUPP || err == unix.ENODATA
-}
-
 // attrs fills in the xattrs verify compares (when asked) and the raw
 // user.georep.stat (when asked), recording problems in it.Err exactly as
 // verify.Local does.
-func (w *verifyWalk) attrs(it *protocol.VerifyItem, x xattrIO) {
+func (w *verifyWalk) attrs(it *protocol.VerifyItem, x xattr.Source) {
 	if !w.req.Xattrs && !w.req.FakeSuper {
 		return
 	}
 	if !w.req.Xattrs {
-		v, err := xattrGet(x, verify.FakeStatXattr)
+		v, err := x.Value(verify.FakeStatXattr)
 		switch {
 		case err == nil:
 			it.HasStat, it.FakeStat = true, v
-		case !noXattrsErr(err):
+		case !xattr.Absent(err):
 			it.Err = "reading xattr " + verify.FakeStatXattr + ": " + verify.ErrString(err)
 		}
 		return
 	}
-	names, err := xattrList(x)
+	names, err := x.Names()
 	if err != nil {
-		if !noXattrsErr(err) {
+		if !xattr.Absent(err) {
 			it.Err = "listing xattrs: " + verify.ErrString(err)
 		}
 		return
@@ -517,7 +494,7 @@ func (w *verifyWalk) attrs(it *protocol.VerifyItem, x xattrIO) {
 		if !verify.ComparedXattr(n) && !wantStat {
 			continue
 		}
-		v, err := xattrGet(x, n)
+		v, err := x.Value(n)
 		if err != nil {
 			if err == unix.ENODATA {
 				continue // removed meanwhile
@@ -531,56 +508,5 @@ func (w *verifyWalk) attrs(it *protocol.VerifyItem, x xattrIO) {
 			continue
 		}
 		it.Xattrs = append(it.Xattrs, protocol.Xattr{Name: n, Value: v})
-	}
-}
-
-func xattrList(x xattrIO) ([]string, error) {
-	var small [1024]byte
-	buf := small[:]
-	for {
-		n, err := x.list(buf)
-		if err == unix.ERANGE {
-			sz, err := x.list(nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, sz+256)
-			continue
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		for _, n := range strings.Split(string(buf[:n]), "\x00") {
-			if n != "" {
-				names = append(names, n)
-			}
-		}
-		return names, nil
-	}
-}
-
-func xattrGet(x xattrIO, name string) ([]byte, error) {
-	buf := make([]byte, 256)
-	for {
-		n, err := x.get(name, buf)
-		if err == unix.ERANGE {
-			sz, err := x.get(name, nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, sz+64)
-			continue
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n:n], nil
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/georep/georep/internal/tree"
+	"github.com/georep/georep/internal/xattr"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
@@ -265,7 +266,7 @@ func (w *walker) dir(parent *dirHandle, name string, it Item) error {
 	h := &dirHandle{fd: fd, path: path}
 	h.acquire()
 	defer h.release()
-	if err := w.attrs(&it, fdXattrs(fd)); err != nil {
+	if err := w.attrs(&it, xattr.OfFD(fd)); err != nil {
 		return err
 	}
 	if err := w.emit(it); err != nil {
@@ -295,7 +296,7 @@ func (w *walker) file(parent *dirHandle, name string, it Item) error {
 			return w.emit(it)
 		}
 	}
-	if err := w.attrs(&it, fdXattrs(fd)); err != nil {
+	if err := w.attrs(&it, xattr.OfFD(fd)); err != nil {
 		return err
 	}
 	return w.emit(it)
@@ -370,7 +371,7 @@ func (w *walker) other(parent *dirHandle, name string, it Item) error {
 		if len(p) >= unix.PathMax-1 {
 			p = "/proc/self/fd/" + strconv.Itoa(parent.fd) + "/" + name
 		}
-		if err := w.attrs(&it, pathXattrs(p)); err != nil {
+		if err := w.attrs(&it, xattr.OfLink(p)); err != nil {
 			return err
 		}
 	}
@@ -398,26 +399,6 @@ func readlinkat(dirfd int, name string, size int64) (string, error) {
 	}
 }
 
-// xattrIO abstracts fd- and path-based xattr calls.
-type xattrIO struct {
-	list func(buf []byte) (int, error)
-	get  func(name string, buf []byte) (int, error)
-}
-
-func fdXattrs(fd int) xattrIO {
-	return xattrIO{
-		list: func(b []byte) (int, error) { return unix.Flistxattr(fd, b) },
-		get:  func(n string, b []byte) (int, error) { return unix.Fgetxattr(fd, n, b) },
-	}
-}
-
-func pathXattrs(p string) xattrIO {
-	return xattrIO{
-		list: func(b []byte) (int, error) { return unix.Llistxattr(p, b) },
-		get:  func(n string, b []byte) (int, error) { return unix.Lgetxattr(p, n, b) },
-	}
-}
-
 // compared reports whether xattr name is one verify compares.
 func compared(name string) bool {
 	switch {
@@ -431,23 +412,18 @@ func compared(name string) bool {
 	return false
 }
 
-// noXattrs reports errors meaning "this file has no xattrs to read".
-func noXattrs(err error) bool {
-	return err == unix.ENOTSUP || err == unix.EOPNOTSUPP || err == unix.ENODATA
-}
-
 // attrs fills it.Xattrs (when wanted) and applies user.georep.stat (when
 // honoured). Problems are recorded in it.Err; the error result is only for
 // aborting the walk, which this never does today.
-func (w *walker) attrs(it *Item, x xattrIO) error {
+func (w *walker) attrs(it *Item, x xattr.Source) error {
 	if !w.xattrs && !w.fakeSuper {
 		return nil
 	}
 	var stat []byte
 	if w.xattrs {
-		names, err := listXattrs(x)
+		names, err := x.Names()
 		if err != nil {
-			if !noXattrs(err) {
+			if !xattr.Absent(err) {
 				it.Err = "listing xattrs: " + errString(err)
 			}
 			return nil
@@ -457,7 +433,7 @@ func (w *walker) attrs(it *Item, x xattrIO) error {
 			if !compared(n) && !wantStat {
 				continue
 			}
-			v, err := getXattr(x, n)
+			v, err := x.Value(n)
 			if err != nil {
 				if err == unix.ENODATA {
 					continue // removed meanwhile
@@ -475,11 +451,11 @@ func (w *walker) attrs(it *Item, x xattrIO) error {
 			it.Xattrs[n] = v
 		}
 	} else {
-		v, err := getXattr(x, FakeStatXattr)
+		v, err := x.Value(FakeStatXattr)
 		switch {
 		case err == nil:
 			stat = v
-		case !noXattrs(err):
+		case !xattr.Absent(err):
 			it.Err = "reading xattr " + FakeStatXattr + ": " + errString(err)
 			return nil
 		}
@@ -514,55 +490,4 @@ func applyFakeStat(it *Item, s string) error {
 		it.Rdev = rdev
 	}
 	return nil
-}
-
-func listXattrs(x xattrIO) ([]string, error) {
-	var small [1024]byte
-	buf := small[:]
-	for {
-		n, err := x.list(buf)
-		if err == unix.ERANGE {
-			sz, err := x.list(nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, sz+256)
-			continue
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		for _, n := range strings.Split(string(buf[:n]), "\x00") {
-			if n != "" {
-				names = append(names, n)
-			}
-		}
-		return names, nil
-	}
-}
-
-func getXattr(x xattrIO, name string) ([]byte, error) {
-	buf := make([]byte, 256)
-	for {
-		n, err := x.get(name, buf)
-		if err == unix.ERANGE {
-			sz, err := x.get(name, nil)
-			if err != nil {
-				return nil, err
-			}
-			buf = make([]byte, sz+64)
-			continue
-		}
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		return buf[:n:n], nil
-	}
 }
