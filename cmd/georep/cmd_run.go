@@ -11,7 +11,6 @@ import (
 	"github.com/georep/georep/internal/cli"
 	"github.com/georep/georep/internal/continuous"
 	"github.com/georep/georep/internal/state"
-	"github.com/georep/georep/internal/transport"
 	"github.com/georep/georep/internal/worker"
 )
 
@@ -39,23 +38,9 @@ func runRun(ctx context.Context, args []string) error {
 	crawlEvery := fs.Duration("crawl-interval", 10*time.Second, "crawl period when the journal is unavailable")
 	statusEvery := fs.Duration("status-interval", 10*time.Second, "how often to log the lag (0 = never)")
 	queue := fs.Int("journal-queue-size", 0, "fanotify queue length (testing: a tiny queue forces overflows; 0 = kernel default)")
-	pos, err := cli.Parse(fs, args)
-	if err != nil {
-		if err == flag.ErrHelp {
-			cli.PrintHelp(os.Stdout, fs, "georep run SRC DST [flags]", runHelp)
-		}
-		return err
-	}
-	if len(pos) != 2 {
-		return cli.Usagef("need SRC and DST (see georep run --help)")
-	}
-	src, err := filepath.Abs(pos[0])
+	src, dst, err := parseSrcDst(fs, args, "run", runHelp)
 	if err != nil {
 		return err
-	}
-	dst, err := transport.ParseDestination(pos[1])
-	if err != nil {
-		return cli.Usagef("%v", err)
 	}
 	log := cli.Logger(os.Stderr, true, f.logFormat)
 	stateDir := state.Dir(cli.StateDir(f.stateDir))

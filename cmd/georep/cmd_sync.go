@@ -74,23 +74,9 @@ func runSync(ctx context.Context, args []string) error {
 	f.register(fs)
 	var tf transferFlags
 	tf.register(fs)
-	pos, err := cli.Parse(fs, args)
-	if err != nil {
-		if err == flag.ErrHelp {
-			cli.PrintHelp(os.Stdout, fs, "georep sync SRC DST [flags]", syncHelp)
-		}
-		return err
-	}
-	if len(pos) != 2 {
-		return cli.Usagef("need SRC and DST (see georep sync --help)")
-	}
-	src, err := filepath.Abs(pos[0])
+	src, dst, err := parseSrcDst(fs, args, "sync", syncHelp)
 	if err != nil {
 		return err
-	}
-	dst, err := transport.ParseDestination(pos[1])
-	if err != nil {
-		return cli.Usagef("%v", err)
 	}
 	log := cli.Logger(os.Stderr, f.verbose, f.logFormat)
 	stateDir := state.Dir(cli.StateDir(f.stateDir))
@@ -285,4 +271,28 @@ func addStats(a, b worker.Stats) worker.Stats {
 	a.Deletes += b.Deletes
 	a.FakeSuper = b.FakeSuper
 	return a
+}
+
+// parseSrcDst parses a SRC DST verb's arguments: flags anywhere, then the
+// source made absolute and the destination parsed. help is printed for -h.
+func parseSrcDst(fs *flag.FlagSet, args []string, verb, help string) (string, transport.Destination, error) {
+	pos, err := cli.Parse(fs, args)
+	if err != nil {
+		if err == flag.ErrHelp {
+			cli.PrintHelp(os.Stdout, fs, "georep "+verb+" SRC DST [flags]", help)
+		}
+		return "", transport.Destination{}, err
+	}
+	if len(pos) != 2 {
+		return "", transport.Destination{}, cli.Usagef("need SRC and DST (see georep %s --help)", verb)
+	}
+	src, err := filepath.Abs(pos[0])
+	if err != nil {
+		return "", transport.Destination{}, err
+	}
+	dst, err := transport.ParseDestination(pos[1])
+	if err != nil {
+		return "", transport.Destination{}, cli.Usagef("%v", err)
+	}
+	return src, dst, nil
 }
