@@ -20,7 +20,7 @@
 # Between timed runs the script waits for the georep agent (a one-shot sync
 # over ssh leaves its final syncfs to the agent) and runs sync, so no run
 # pays for another's writeback.
-# Needs root, rsync, openssh-server. About 4-6 minutes.
+# Needs root, rsync, openssh-server. About 6 minutes (9 with --rounds 3).
 #
 #   bench/compare.sh [--rounds N]     (N interleaved rounds of 1, 2 and 3; default 2, best shown)
 set -euo pipefail
