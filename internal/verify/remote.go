@@ -53,15 +53,6 @@ func Remote(cfg RemoteConfig) Source { return &remote{cfg: cfg} }
 
 type remote struct{ cfg RemoteConfig }
 
-// ComparedXattr reports whether verify compares the xattr name: user.* but
-// georep's own user.georep.*, security.*, and the POSIX ACLs. A remote
-// agent reads exactly these.
-func ComparedXattr(name string) bool { return compared(name) }
-
-// ErrString renders an error the way Item.Err holds it: ErrVanished for a
-// path that is gone, else the error's text.
-func ErrString(err error) string { return errString(err) }
-
 type remoteEvent struct {
 	items []protocol.VerifyItem
 	end   *protocol.VerifyEnd

@@ -110,9 +110,13 @@ func (o Options) ShowCount() int {
 const AlwaysExcluded = ".georep"
 
 // excludeSet returns the set of excluded relative paths.
-func (o Options) excludeSet() map[string]bool {
+func (o Options) excludeSet() map[string]bool { return ExcludeSet(o.Excludes) }
+
+// ExcludeSet is the set of relative paths a walk leaves out: excludes
+// (slashes trimmed) and AlwaysExcluded.
+func ExcludeSet(excludes []string) map[string]bool {
 	ex := map[string]bool{AlwaysExcluded: true}
-	for _, e := range o.Excludes {
+	for _, e := range excludes {
 		e = strings.Trim(e, "/")
 		if e != "" {
 			ex[e] = true

@@ -625,7 +625,8 @@ func TestVanishedAndErrors(t *testing.T) {
 	h.acquire()
 	defer h.release()
 	var got []Item
-	w := &walker{ctx: context.Background(), ex: map[string]bool{}, fn: func(it Item) error { got = append(got, it); return nil }}
+	w := &walker{Walk: Walk{Open: openat, Excludes: map[string]bool{}}, ctx: context.Background(),
+		visit: func(e *WalkEntry) error { got = append(got, e.Item); return nil }}
 	must(t, w.file(h, "gone", Item{Path: "gone", Kind: tree.KindRegular}))
 	h.acquire()
 	must(t, w.dir(h, "gonedir", Item{Path: "gonedir", Kind: tree.KindDir}))
