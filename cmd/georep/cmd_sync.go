@@ -12,6 +12,7 @@ import (
 	"github.com/georep/georep/internal/changelog"
 	"github.com/georep/georep/internal/cli"
 	"github.com/georep/georep/internal/state"
+	"github.com/georep/georep/internal/status"
 	"github.com/georep/georep/internal/transport"
 	"github.com/georep/georep/internal/worker"
 	"golang.org/x/term"
@@ -141,8 +142,8 @@ func runSync(ctx context.Context, args []string) error {
 	} else {
 		st := sum.Stats
 		fmt.Printf("georep sync %s -> %s: %d entry ops (%d renames), %d files (%s) sent, %d metadata, %d failures, %s on the wire, %.2fs\n",
-			src, dst, st.Entries, st.Renames, st.DataFiles, humanBytes(st.DataBytes), st.Metadata, len(sum.Failures),
-			humanBytes(st.BytesSent+st.BytesRecv), sum.Seconds)
+			src, dst, st.Entries, st.Renames, st.DataFiles, status.HumanBytes(st.DataBytes), st.Metadata, len(sum.Failures),
+			status.HumanBytes(st.BytesSent+st.BytesRecv), sum.Seconds)
 		if st.FakeSuper {
 			fmt.Println("note: the secondary stored owners, groups and device files in user.georep.stat xattrs (fake-super); 'georep verify --fake-super' reads them")
 		}
@@ -239,21 +240,9 @@ func printProgress(p worker.Progress) {
 	if rate > 0 && p.TotalBytes > p.Bytes {
 		eta = (time.Duration(float64(p.TotalBytes-p.Bytes)/rate) * time.Second / time.Second).Round(time.Second).String()
 	}
-	fmt.Fprintf(os.Stderr, "\r\033[K%d/%d files  %s/%s  %s/s  ETA %s", p.Files, p.TotalFiles, humanBytes(p.Bytes), humanBytes(p.TotalBytes), humanBytes(int64(rate)), eta)
+	fmt.Fprintf(os.Stderr, "\r\033[K%d/%d files  %s/%s  %s/s  ETA %s", p.Files, p.TotalFiles, status.HumanBytes(p.Bytes), status.HumanBytes(p.TotalBytes), status.HumanBytes(int64(rate)), eta)
 }
 
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
-}
 
 func version() string { return worker.Version }
 
