@@ -243,7 +243,6 @@ func printProgress(p worker.Progress) {
 	fmt.Fprintf(os.Stderr, "\r\033[K%d/%d files  %s/%s  %s/s  ETA %s", p.Files, p.TotalFiles, status.HumanBytes(p.Bytes), status.HumanBytes(p.TotalBytes), status.HumanBytes(int64(rate)), eta)
 }
 
-
 func version() string { return worker.Version }
 
 func addStats(a, b worker.Stats) worker.Stats {
