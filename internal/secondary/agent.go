@@ -41,19 +41,19 @@ type Options struct {
 
 // Agent applies a primary's operations to one secondary root.
 type Agent struct {
-	opts      Options
-	log       *slog.Logger
-	rootFD    int
-	tmpFD     int
+	opts   Options
+	log    *slog.Logger
+	rootFD int
+	tmpFD  int
 	// metaFD, idsFD and dirsFD are .georep, .georep/ids and .georep/dirs,
 	// opened once at hello beneath the root without following symlinks
 	// and checked to be the agent's own: every index access goes through
 	// them (and tmpFD), never through a path from the root, so a
 	// .georep swapped for a symlink or another directory mid-session is
 	// not followed.
-	metaFD int
-	idsFD  int
-	dirsFD int
+	metaFD    int
+	idsFD     int
+	dirsFD    int
 	rootID    fileid.ID
 	idx       *index
 	fakeSuper bool

@@ -2,12 +2,12 @@ package secondary
 
 import (
 	"bytes"
-	"os"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
