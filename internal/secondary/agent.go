@@ -171,6 +171,14 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 		// the work this message brings (see dirFD).
 		a.dirGen.Add(1)
 		m, err := protocol.Decode(f)
+		switch m.(type) {
+		case *protocol.PutFiles, *protocol.FileChunk:
+			// Decoded in place: the buffer goes back once the data is written.
+		default:
+			// Everything else was copied out of the frame.
+			a.frames.Release(buf)
+			buf = nil
+		}
 		if err != nil {
 			// The frame's length held, so the stream is still in step:
 			// the bad request is refused and the session goes on (before
@@ -188,11 +196,20 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 			m = z.Inner
 		}
 		// Backpressure: past the budget, stop reading until the work in
-		// hand gives some back.
-		if err := a.mem.acquire(ctx, cost); err != nil {
-			a.work.Wait()
-			a.rep.Flush()
-			return err
+		// hand gives some back. The primary is not silent meanwhile: the
+		// idle timer waits too.
+		if !a.mem.tryAcquire(cost) {
+			if idle != nil {
+				idle.Stop()
+			}
+			if err := a.mem.acquire(ctx, cost); err != nil {
+				a.work.Wait()
+				a.rep.Flush()
+				return err
+			}
+			if idle != nil {
+				idle.Reset(opts.IdleTimeout)
+			}
 		}
 		if !hello {
 			a.mem.release(cost)

@@ -127,6 +127,20 @@ func (a *Agent) streamFrame(reqID, stream uint64, first, last bool, f frame, run
 	}
 }
 
+// checkSlotNames refuses a new file whose slots cannot be names, before
+// anything is written: a refused file leaves nothing in the index.
+func (a *Agent) checkSlotNames(mode protocol.FileMode, slots []tree.Slot) error {
+	if mode != protocol.FileNew {
+		return nil // slots are only a hint
+	}
+	for _, s := range slots {
+		if err := a.checkName(s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func fileErr(t protocol.Type, stream uint64, id fileid.ID, path string, err error) *protocol.FileOK {
 	return &protocol.FileOK{T: t, Stream: stream, Err: &protocol.OpError{ID: id, Path: path, Errno: errno(err), Msg: err.Error()}}
 }
@@ -142,6 +156,9 @@ func (a *Agent) receiveFile(m *protocol.PutFile, next func() (frame, bool)) prot
 	e := m.Entry
 	if e == nil || !e.ID.Valid() || e.Kind != tree.KindRegular {
 		return fileErr(protocol.TPutFileOK, m.Stream, "", "", errors.New("protocol: first file frame lacks a valid regular-file entry"))
+	}
+	if err := a.checkSlotNames(m.Mode, m.Slots); err != nil {
+		return fileErr(protocol.TPutFileOK, m.Stream, e.ID, "", err)
 	}
 	tmp := tmpName(e.ID, m.Stream)
 	fd, err := unix.Openat(a.tmpFD, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
@@ -234,6 +251,9 @@ func (a *Agent) writeWhole(it *protocol.FileItem) (int64, error) {
 	}
 	if e.Size < 0 || int64(len(it.Data)) > e.Size {
 		return 0, fmt.Errorf("protocol: %d bytes of data for a file of %d", len(it.Data), e.Size)
+	}
+	if err := a.checkSlotNames(it.Mode, it.Slots); err != nil {
+		return 0, err
 	}
 	if it.Mode == protocol.FileNew && !a.noTmpfile.Load() {
 		if _, known := a.idx.file(e.ID); !known {

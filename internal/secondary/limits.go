@@ -15,7 +15,7 @@ import (
 // limit is refused with an error. Replies larger than a frame
 // (protocol.MaxFrame) are answered with an error.
 const (
-	MaxBufferedBytes = 128 << 20
+	MaxBufferedBytes = 64 << 20
 	MaxOpenStreams   = 64
 	// MemoryLimit is the Go runtime's soft memory limit for an agent
 	// process (cmd/georep sets it unless GOMEMLIMIT is set).
@@ -44,6 +44,9 @@ func newBudget() budget { return budget{sem: semaphore.NewWeighted(MaxBufferedBy
 
 // acquire waits until n bytes are free (or ctx is done).
 func (b budget) acquire(ctx context.Context, n int64) error { return b.sem.Acquire(ctx, n) }
+
+// tryAcquire takes n bytes if they are free now.
+func (b budget) tryAcquire(n int64) bool { return b.sem.TryAcquire(n) }
 
 // release gives n bytes back (0 is a no-op).
 func (b budget) release(n int64) {
