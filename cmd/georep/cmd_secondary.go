@@ -55,8 +55,20 @@ func runSecondary(ctx context.Context, args []string) error {
 	}
 	log := cli.Logger(os.Stderr, *verbose, "text")
 	rwc := stdio{Reader: os.Stdin, Writer: os.Stdout}
+	go func() {
+		// A signal ends the session; should a blocked system call keep
+		// the agent (and its lock on the root) past a grace period, the
+		// process goes. Nothing is lost: the stime on record is older.
+		<-ctx.Done()
+		time.Sleep(stopGrace)
+		log.Error("the agent did not stop after the signal; exiting", "grace", stopGrace)
+		os.Exit(1)
+	}()
 	return secondary.Serve(ctx, rwc, secondary.Options{Root: *root, Software: version(), Logger: log, FakeSuper: *fake, IdleTimeout: *idle})
 }
+
+// stopGrace is how long a signalled agent may take to stop.
+const stopGrace = 30 * time.Second
 
 type stdio struct {
 	io.Reader

@@ -44,7 +44,14 @@ func (a *Agent) entryOf(dirfd int, parent fileid.ID, name string, st *unix.Stat_
 // lookup answers what is at some slots and what is known about some IDs.
 func (a *Agent) lookup(m *protocol.Lookup) protocol.Message {
 	out := &protocol.LookupOK{Entries: make([]*tree.Entry, len(m.Slots)), Infos: make([]plan.IDInfo, len(m.IDs))}
+	// The answer must fit a frame: once it cannot, stop building it (its
+	// memory grows with it) and refuse the request.
+	size := 16 * len(m.IDs)
 	for i, s := range m.Slots {
+		if size > protocol.MaxFrame {
+			return &protocol.Error{Msg: fmt.Sprintf("protocol: the answer to a Lookup of %d slots and %d IDs would exceed a frame (%d bytes): ask for fewer at a time", len(m.Slots), len(m.IDs), protocol.MaxFrame)}
+		}
+		size += 2
 		if !tree.ValidName(s.Name) || (s.Parent == a.rootID && s.Name == metaDir) {
 			continue
 		}
@@ -56,7 +63,9 @@ func (a *Agent) lookup(m *protocol.Lookup) protocol.Message {
 		if err != nil {
 			continue
 		}
-		out.Entries[i] = a.entryOf(fd, s.Parent, s.Name, &st)
+		e := a.entryOf(fd, s.Parent, s.Name, &st)
+		out.Entries[i] = e
+		size += 48 + len(e.Parent) + len(e.Name) + len(e.ID) + len(e.Target)
 	}
 	for i, id := range m.IDs {
 		out.Infos[i] = a.idInfo(id)
