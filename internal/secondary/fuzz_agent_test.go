@@ -179,7 +179,7 @@ func fuzzAgentRun(t *testing.T, data []byte) {
 			fuzzList(t, c, conn)
 			continue
 		}
-			if _, err := callT(t, conn, m, 20*time.Second); err != nil {
+		if _, err := callT(t, conn, m, 20*time.Second); err != nil {
 			if dead, werr := c.exited(200 * time.Millisecond); dead {
 				t.Fatalf("agent died after message %d (%T %+v): %v\n%s", i, m, m, werr, headStr(c.stderr.String(), 1500))
 			}
