@@ -154,6 +154,7 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 	for {
 		f, buf, err := a.frames.ReadFrame(r)
 		if err != nil {
+			a.abortStreams()
 			a.work.Wait()
 			a.rep.Flush()
 			if errors.Is(err, io.EOF) {
@@ -265,6 +266,7 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 			a.rep.Reply(f.ReqID, &protocol.Pong{})
 			continue
 		case *protocol.Bye:
+			a.abortStreams()
 			a.work.Wait()
 			a.rep.Reply(f.ReqID, &protocol.Bye{})
 			a.rep.Flush()
@@ -276,7 +278,14 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 			return nil
 		}
 		// Everything else is a barrier: it sees the effects of all earlier
-		// messages.
+		// messages — so none may come while a file stream waits for more
+		// frames (it would wait for ever).
+		if n := a.openStreams(); n > 0 {
+			a.mem.release(cost)
+			a.rep.Reply(f.ReqID, &protocol.Error{Msg: fmt.Sprintf("protocol: %T while %d file streams are unfinished: finish them first", m, n)})
+			a.rep.Flush()
+			continue
+		}
 		a.work.Wait()
 		var reply protocol.Message
 		switch m := m.(type) {

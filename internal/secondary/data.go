@@ -22,6 +22,27 @@ import (
 type fileStream struct {
 	ch      chan frame
 	lastReq uint64 // request id of the last frame, set before ch is closed
+	aborted bool   // the session ended first: no reply (set before ch is closed)
+}
+
+// openStreams counts the file streams waiting for more frames.
+func (a *Agent) openStreams() int {
+	a.streamMu.Lock()
+	defer a.streamMu.Unlock()
+	return len(a.streams)
+}
+
+// abortStreams ends the file streams still waiting for frames when the
+// session ends: their writers see the stream end early and drop what they
+// wrote. Only the read loop calls it (it alone sends on the channels).
+func (a *Agent) abortStreams() {
+	a.streamMu.Lock()
+	defer a.streamMu.Unlock()
+	for id, st := range a.streams {
+		st.aborted = true
+		close(st.ch)
+		delete(a.streams, id)
+	}
 }
 
 type frame struct {
@@ -101,7 +122,9 @@ func (a *Agent) streamFrame(reqID, stream uint64, first, last bool, f frame, run
 				a.frames.Release(fr.buf)
 				a.mem.release(fr.cost)
 			}
-			a.replyKick(st.lastReq, reply)
+			if !st.aborted {
+				a.replyKick(st.lastReq, reply)
+			}
 		}()
 		if last {
 			st.lastReq = reqID
