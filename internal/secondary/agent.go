@@ -204,6 +204,7 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 				idle.Stop()
 			}
 			if err := a.mem.acquire(ctx, cost); err != nil {
+				a.abortStreams()
 				a.work.Wait()
 				a.rep.Flush()
 				return err
