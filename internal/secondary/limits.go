@@ -8,12 +8,13 @@ import (
 )
 
 // The agent's limits: whatever the primary sends, the agent holds at most
-// MaxBufferedBytes of received frames (counted twice: a frame and what it
-// decodes to) and MaxOpenStreams unfinished file streams. Past the byte
+// MaxBufferedBytes of received frames (with what decoding copies out of
+// them, see frameCost) and MaxOpenStreams unfinished file streams. Past the byte
 // budget the read loop stops reading until the work in hand releases some
 // (backpressure: the primary's writes block); a stream past the stream
-// limit is refused with an error. Replies larger than a frame
-// (protocol.MaxFrame) are answered with an error.
+// limit is refused with an error, and so is a barrier while a stream is
+// unfinished. Replies larger than a frame (protocol.MaxFrame) are answered
+// with an error.
 const (
 	MaxBufferedBytes = 64 << 20
 	MaxOpenStreams   = 64
