@@ -5,6 +5,7 @@ package secondary
 
 import (
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -80,13 +81,35 @@ func helloMsg() *protocol.Hello {
 	return &protocol.Hello{Version: protocol.Version, Software: "attack", RootID: rootIDFor()}
 }
 
-// start spawns and handshakes.
+// killedFromOutside reports an agent ended by SIGKILL, which the agent
+// never sends itself: on this shared machine, other tests' process-tree
+// cleanups (by PID, which this package's many short-lived agents recycle
+// fast) have been seen to hit it.
+func killedFromOutside(werr error) bool {
+	var ee *exec.ExitError
+	if !errors.As(werr, &ee) {
+		return false
+	}
+	ws, ok := ee.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == syscall.SIGKILL
+}
+
+// start spawns and handshakes (once more if the first agent was killed
+// from outside before it answered).
 func start(t *testing.T, root string, uid int) (*child, *protocol.Conn, fileid.ID) {
 	t.Helper()
 	c := spawn(t, root, uid)
 	conn, m, err := c.connect(t, helloMsg())
 	if err != nil {
-		t.Fatalf("hello: %v (stderr %s)", err, c.stderr.String())
+		if _, werr := c.exited(time.Second); killedFromOutside(werr) {
+			t.Logf("agent SIGKILLed from outside before hello (%v); starting another", werr)
+			c = spawn(t, root, uid)
+			conn, m, err = c.connect(t, helloMsg())
+		}
+	}
+	if err != nil {
+		_, werr := c.exited(time.Second)
+		t.Fatalf("hello: %v (agent: %v; stderr %s)", err, werr, c.stderr.String())
 	}
 	if _, ok := m.(*protocol.HelloOK); !ok {
 		t.Fatalf("hello answered %T", m)

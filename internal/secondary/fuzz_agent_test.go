@@ -74,6 +74,9 @@ func fuzzAgentRun(t *testing.T, data []byte) {
 	}}, 10*time.Second)
 	if err != nil || len(r.(*protocol.ApplyOK).Errors) != 0 {
 		_, werr := c.exited(time.Second)
+		if killedFromOutside(werr) {
+			t.Skipf("agent SIGKILLed from outside during setup (%v): not its doing", werr)
+		}
 		t.Fatalf("setup: %+v %v (agent: %v) (%s)", r, err, werr, headStr(c.stderr.String(), 2000))
 	}
 	putSmall(t, conn, 1, file, tree.Slot{Parent: dirB, Name: "f"}, []byte("content"))
@@ -180,7 +183,9 @@ func fuzzAgentRun(t *testing.T, data []byte) {
 			continue
 		}
 		if _, err := callT(t, conn, m, 20*time.Second); err != nil {
-			if dead, werr := c.exited(200 * time.Millisecond); dead {
+			if dead, werr := c.exited(200 * time.Millisecond); dead && killedFromOutside(werr) {
+				t.Skipf("agent SIGKILLed from outside at message %d (%v): not its doing", i, werr)
+			} else if dead {
 				t.Fatalf("agent died after message %d (%T %+v): %v\n%s", i, m, m, werr, headStr(c.stderr.String(), 1500))
 			}
 			if strings.Contains(err.Error(), "deadline") {
@@ -191,6 +196,9 @@ func fuzzAgentRun(t *testing.T, data []byte) {
 	stopSwaps()
 	if _, err := callT(t, conn, &protocol.Ping{}, 10*time.Second); err != nil {
 		_, werr := c.exited(time.Second)
+		if killedFromOutside(werr) {
+			t.Skipf("agent SIGKILLed from outside (%v): not its doing", werr)
+		}
 		t.Fatalf("agent does not answer after the run: %v (agent: %v) (%s)", err, werr, headStr(c.stderr.String(), 800))
 	}
 	if diffSnap(t, "canary outside the root", before, snapshot(cn)) {
