@@ -7,7 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
+	"runtime/debug"
 	"time"
 
 	"github.com/georep/georep/internal/cli"
@@ -48,10 +48,27 @@ func runSecondary(ctx context.Context, args []string) error {
 	if *keyFile != "" {
 		return printAuthorizedKey(*keyFile, *root, *fake)
 	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// The agent's buffers are bounded (secondary.MaxBufferedBytes);
+		// a soft limit makes the collector return freed frames promptly.
+		debug.SetMemoryLimit(secondary.MemoryLimit)
+	}
 	log := cli.Logger(os.Stderr, *verbose, "text")
 	rwc := stdio{Reader: os.Stdin, Writer: os.Stdout}
+	go func() {
+		// A signal ends the session; should a blocked system call keep
+		// the agent (and its lock on the root) past a grace period, the
+		// process goes. Nothing is lost: the stime on record is older.
+		<-ctx.Done()
+		time.Sleep(stopGrace)
+		log.Error("the agent did not stop after the signal; exiting", "grace", stopGrace)
+		os.Exit(1)
+	}()
 	return secondary.Serve(ctx, rwc, secondary.Options{Root: *root, Software: version(), Logger: log, FakeSuper: *fake, IdleTimeout: *idle})
 }
+
+// stopGrace is how long a signalled agent may take to stop.
+const stopGrace = 30 * time.Second
 
 type stdio struct {
 	io.Reader
@@ -65,10 +82,6 @@ func printAuthorizedKey(keyFile, root string, fake bool) error {
 	if err != nil {
 		return err
 	}
-	key := strings.TrimSpace(string(b))
-	if !strings.HasPrefix(key, "ssh-") && !strings.HasPrefix(key, "ecdsa-") && !strings.HasPrefix(key, "sk-") {
-		return fmt.Errorf("%s does not look like an OpenSSH public key", keyFile)
-	}
 	self, err := os.Executable()
 	if err != nil {
 		self = "georep"
@@ -77,12 +90,10 @@ func printAuthorizedKey(keyFile, root string, fake bool) error {
 	if err != nil {
 		return err
 	}
-	cmd := self + " secondary --root " + shellQuote(absRoot)
-	if fake {
-		cmd += " --fake-super"
+	line, err := secondary.AuthorizedKeyLine(b, self, absRoot, fake)
+	if err != nil {
+		return fmt.Errorf("%s: %w", keyFile, err)
 	}
-	fmt.Printf("command=\"%s\",restrict %s\n", strings.ReplaceAll(cmd, `"`, `\"`), key)
+	fmt.Println(line)
 	return nil
 }
-
-func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -25,6 +25,10 @@ const Version = 3
 // MaxFrame bounds a frame's size (32 MiB).
 const MaxFrame = 32 << 20
 
+// ErrFrameTooLarge reports a message whose frame would exceed MaxFrame;
+// nothing was written.
+var ErrFrameTooLarge = errors.New("protocol: frame exceeds the size limit")
+
 // ErrMalformed reports an undecodable frame.
 var ErrMalformed = errors.New("malformed protocol message")
 
@@ -187,7 +191,7 @@ func WriteFrame(w io.Writer, t Type, reqID uint64, body []byte) error {
 	n := binary.PutUvarint(hdr[5:], reqID)
 	total := 1 + n + len(body)
 	if total > MaxFrame {
-		return fmt.Errorf("protocol: frame of %d bytes exceeds the %d limit", total, MaxFrame)
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrFrameTooLarge, total, MaxFrame)
 	}
 	binary.BigEndian.PutUint32(hdr[:4], uint32(total))
 	hdr[4] = byte(t)

@@ -272,7 +272,9 @@ func NewReplier(w io.Writer) *Replier {
 	return &Replier{w: bufio.NewWriterSize(w, 256<<10)}
 }
 
-// Reply writes one reply frame (buffered; Flush pushes it out).
+// Reply writes one reply frame (buffered; Flush pushes it out). A reply too
+// large for a frame is answered with an Error naming its size instead (and
+// ErrFrameTooLarge is returned): the request fails, the session goes on.
 func (r *Replier) Reply(reqID uint64, m Message) error {
 	body := Encode(m)
 	r.mu.Lock()
@@ -280,7 +282,16 @@ func (r *Replier) Reply(reqID uint64, m Message) error {
 	if r.err != nil {
 		return r.err
 	}
-	r.err = WriteFrame(r.w, m.Type(), reqID, body)
+	err := WriteFrame(r.w, m.Type(), reqID, body)
+	if errors.Is(err, ErrFrameTooLarge) {
+		msg := &Error{Msg: fmt.Sprintf("%T reply of %d bytes is larger than a frame (%d): ask for less at a time", m, len(body), MaxFrame)}
+		if werr := WriteFrame(r.w, TError, reqID, Encode(msg)); werr != nil {
+			r.err = werr
+			return werr
+		}
+		return err
+	}
+	r.err = err
 	return r.err
 }
 

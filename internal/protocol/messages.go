@@ -157,6 +157,8 @@ const (
 
 func encID(e *Enc, id fileid.ID) { e.String(string(id)) }
 
+// decID reads an ID that may be absent (""): a slot's parent, an unknown
+// entry's ID in a listing, the occupant of a Stage.
 func decID(d *Dec) fileid.ID {
 	s := d.String()
 	if s == "" || d.Err != nil {
@@ -169,6 +171,20 @@ func decID(d *Dec) fileid.ID {
 	}
 	return id
 }
+
+// decReqID reads an ID that must be there: what a request acts on. An
+// empty one is malformed, so no handler ever sees it.
+func decReqID(d *Dec) fileid.ID {
+	id := decID(d)
+	if id == "" {
+		d.fail("file id (empty)")
+	}
+	return id
+}
+
+// needsID reports whether an entry operation acts on an ID it names: all
+// but Stage (whose ID may be empty: an unknown occupant) and PurgeStrays.
+func needsID(k plan.Kind) bool { return k != plan.Stage && k != plan.PurgeStrays }
 
 func encSlot(e *Enc, s tree.Slot) { encID(e, s.Parent); e.String(s.Name) }
 
@@ -280,7 +296,7 @@ func (m *Hello) Encode(e *Enc) {
 func (m *Hello) Decode(d *Dec) {
 	m.Version = d.Uvarint()
 	m.Software = d.String()
-	m.RootID = decID(d)
+	m.RootID = decReqID(d)
 	m.Session = d.String()
 	m.FakeSuper = d.Bool()
 	m.ReadOnly = d.Bool()
@@ -366,7 +382,7 @@ func decIDs(d *Dec) []fileid.ID {
 	}
 	ids := make([]fileid.ID, n)
 	for i := range ids {
-		ids[i] = decID(d)
+		ids[i] = decReqID(d)
 	}
 	return ids
 }
@@ -475,7 +491,11 @@ func (m *Apply) Decode(d *Dec) {
 			d.fail("op kind")
 		}
 		op.Kind = plan.Kind(k)
-		op.ID = decID(d)
+		if needsID(op.Kind) {
+			op.ID = decReqID(d)
+		} else {
+			op.ID = decID(d)
+		}
 		op.From = decSlot(d)
 		op.To = decSlot(d)
 		if d.Bool() {
@@ -584,6 +604,9 @@ func (m *PutFile) Decode(d *Dec) {
 	}
 	if d.Bool() {
 		m.Entry = decEntry(d)
+		if m.Entry.ID == "" {
+			d.fail("file id (empty) in a file's first frame")
+		}
 		n := d.Len(maxItems, 2)
 		m.Slots = make([]tree.Slot, n)
 		for i := range m.Slots {
@@ -639,7 +662,7 @@ type Sig struct {
 
 func (*Sig) Type() Type      { return TSig }
 func (m *Sig) Encode(e *Enc) { encID(e, m.ID); encSlot(e, m.Hint) }
-func (m *Sig) Decode(d *Dec) { m.ID = decID(d); m.Hint = decSlot(d) }
+func (m *Sig) Decode(d *Dec) { m.ID = decReqID(d); m.Hint = decSlot(d) }
 
 // SigOK carries a signature (delta.Signature wire form); Missing means the
 // secondary has no copy (send the whole file).
@@ -689,6 +712,9 @@ func (m *Delta) Decode(d *Dec) {
 	m.Stream = d.Uvarint()
 	if d.Bool() {
 		m.Entry = decEntry(d)
+		if m.Entry.ID == "" {
+			d.fail("file id (empty) in a delta's first frame")
+		}
 		m.Hint = decSlot(d)
 	}
 	m.Chunk = d.Bytes()
@@ -726,6 +752,9 @@ func (m *Meta) Decode(d *Dec) {
 	for i := range m.Items {
 		it := &m.Items[i]
 		it.Entry = decEntry(d)
+		if it.Entry.ID == "" {
+			d.fail("file id (empty) in a metadata item")
+		}
 		it.Hint = decSlot(d)
 		it.SetXattrs = d.Bool()
 		it.Xattrs = decXattrs(d)

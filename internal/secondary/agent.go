@@ -41,10 +41,19 @@ type Options struct {
 
 // Agent applies a primary's operations to one secondary root.
 type Agent struct {
-	opts      Options
-	log       *slog.Logger
-	rootFD    int
-	tmpFD     int
+	opts   Options
+	log    *slog.Logger
+	rootFD int
+	tmpFD  int
+	// metaFD, idsFD and dirsFD are .georep, .georep/ids and .georep/dirs,
+	// opened once at hello beneath the root without following symlinks
+	// and checked to be the agent's own: every index access goes through
+	// them (and tmpFD), never through a path from the root, so a
+	// .georep swapped for a symlink or another directory mid-session is
+	// not followed.
+	metaFD    int
+	idsFD     int
+	dirsFD    int
 	rootID    fileid.ID
 	idx       *index
 	fakeSuper bool
@@ -66,6 +75,9 @@ type Agent struct {
 	readOnly bool // a verify session: nothing is written
 	lockFD   int  // flock on .georep/lock held for the session (-1: none)
 
+	// mem bounds the received bytes held (see MaxBufferedBytes).
+	mem budget
+
 	streamMu sync.Mutex
 	streams  map[uint64]*fileStream
 	work     sync.WaitGroup
@@ -75,6 +87,7 @@ type Agent struct {
 
 	shardMu sync.Mutex
 	shards  map[string]int // .georep/ids/XX descriptors, kept for the session
+	dshards map[string]int // .georep/dirs/XX descriptors, kept for the session
 	tmpSeq  atomic.Uint64  // names of files being written from batches
 	frames  protocol.FramePool
 	// noTmpfile: the filesystem has no O_TMPFILE; batches use the staging area.
@@ -102,8 +115,8 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	a := &Agent{opts: opts, log: log, rootFD: -1, tmpFD: -1, lockFD: -1, fdCache: map[fileid.ID]cachedDir{}, streams: map[uint64]*fileStream{},
-		sem: make(chan struct{}, 4), rep: protocol.NewReplier(rwc), kick: make(chan struct{}, 1), shards: map[string]int{}}
+	a := &Agent{opts: opts, log: log, rootFD: -1, tmpFD: -1, metaFD: -1, idsFD: -1, dirsFD: -1, lockFD: -1, dshards: map[string]int{}, fdCache: map[fileid.ID]cachedDir{}, streams: map[uint64]*fileStream{},
+		sem: make(chan struct{}, 4), rep: protocol.NewReplier(rwc), kick: make(chan struct{}, 1), shards: map[string]int{}, mem: newBudget()}
 	defer a.close()
 	stop := context.AfterFunc(ctx, func() { rwc.Close() })
 	defer stop()
@@ -141,6 +154,7 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 	for {
 		f, buf, err := a.frames.ReadFrame(r)
 		if err != nil {
+			a.abortStreams()
 			a.work.Wait()
 			a.rep.Flush()
 			if errors.Is(err, io.EOF) {
@@ -154,17 +168,53 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 		if idle != nil {
 			idle.Reset(opts.IdleTimeout)
 		}
+		// Cached directory descriptors are checked again, once each, by
+		// the work this message brings (see dirFD).
+		a.dirGen.Add(1)
 		m, err := protocol.Decode(f)
+		switch m.(type) {
+		case *protocol.PutFiles, *protocol.FileChunk:
+			// Decoded in place: the buffer goes back once the data is written.
+		default:
+			// Everything else was copied out of the frame.
+			a.frames.Release(buf)
+			buf = nil
+		}
 		if err != nil {
-			a.work.Wait()
+			// The frame's length held, so the stream is still in step:
+			// the bad request is refused and the session goes on (before
+			// Hello it ends).
 			a.rep.Reply(f.ReqID, &protocol.Error{Msg: err.Error()})
 			a.rep.Flush()
-			return fmt.Errorf("from primary: %w", err)
+			if !hello {
+				return fmt.Errorf("from primary: %w", err)
+			}
+			a.log.Warn("refused a malformed request", "type", f.Type, "err", err)
+			continue
 		}
+		cost := frameCost(f, m)
 		if z, ok := m.(*protocol.Compressed); ok {
 			m = z.Inner
 		}
+		// Backpressure: past the budget, stop reading until the work in
+		// hand gives some back. The primary is not silent meanwhile: the
+		// idle timer waits too.
+		if !a.mem.tryAcquire(cost) {
+			if idle != nil {
+				idle.Stop()
+			}
+			if err := a.mem.acquire(ctx, cost); err != nil {
+				a.abortStreams()
+				a.work.Wait()
+				a.rep.Flush()
+				return err
+			}
+			if idle != nil {
+				idle.Reset(opts.IdleTimeout)
+			}
+		}
 		if !hello {
+			a.mem.release(cost)
 			h, ok := m.(*protocol.Hello)
 			if !ok {
 				a.rep.Reply(f.ReqID, &protocol.Error{Msg: "protocol: expected Hello first"})
@@ -183,6 +233,7 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 			continue
 		}
 		if a.readOnly && writes(m) {
+			a.mem.release(cost)
 			a.rep.Reply(f.ReqID, &protocol.Error{Msg: fmt.Sprintf("protocol: %T refused in a read-only session", m)})
 			a.rep.Flush()
 			continue
@@ -193,24 +244,30 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 			a.async(func() {
 				a.replyKick(f.ReqID, a.receiveFiles(m))
 				a.frames.Release(buf)
+				a.mem.release(cost)
 			})
 			continue
 		case *protocol.FileChunk:
-			a.chunkFrame(f.ReqID, m, buf)
+			a.chunkFrame(f.ReqID, m, buf, cost)
 			continue
 		case *protocol.PutFile:
-			a.putFile(f.ReqID, m)
+			a.putFile(f.ReqID, m, cost)
 			continue
 		case *protocol.Delta:
-			a.deltaFrame(f.ReqID, m)
+			a.deltaFrame(f.ReqID, m, cost)
 			continue
 		case *protocol.Sig:
-			a.async(func() { a.replyKick(f.ReqID, a.signature(m)) })
+			a.async(func() {
+				a.replyKick(f.ReqID, a.signature(m))
+				a.mem.release(cost)
+			})
 			continue
 		case *protocol.Ping:
+			a.mem.release(cost)
 			a.rep.Reply(f.ReqID, &protocol.Pong{})
 			continue
 		case *protocol.Bye:
+			a.abortStreams()
 			a.work.Wait()
 			a.rep.Reply(f.ReqID, &protocol.Bye{})
 			a.rep.Flush()
@@ -222,9 +279,15 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 			return nil
 		}
 		// Everything else is a barrier: it sees the effects of all earlier
-		// messages.
+		// messages — so none may come while a file stream waits for more
+		// frames (it would wait for ever).
+		if n := a.openStreams(); n > 0 {
+			a.mem.release(cost)
+			a.rep.Reply(f.ReqID, &protocol.Error{Msg: fmt.Sprintf("protocol: %T while %d file streams are unfinished: finish them first", m, n)})
+			a.rep.Flush()
+			continue
+		}
 		a.work.Wait()
-		a.dirGen.Add(1)
 		var reply protocol.Message
 		switch m := m.(type) {
 		case *protocol.List:
@@ -265,6 +328,7 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 		if reply != nil {
 			a.rep.Reply(f.ReqID, reply)
 		}
+		a.mem.release(cost)
 		a.rep.Flush()
 		a.buryFDs() // a barrier ran alone: nothing holds a descriptor now
 	}
@@ -326,9 +390,15 @@ func (a *Agent) close() {
 		unix.Close(fd)
 		delete(a.shards, k)
 	}
+	for k, fd := range a.dshards {
+		unix.Close(fd)
+		delete(a.dshards, k)
+	}
 	a.shardMu.Unlock()
-	if a.tmpFD >= 0 {
-		unix.Close(a.tmpFD)
+	for _, fd := range []int{a.tmpFD, a.idsFD, a.dirsFD, a.metaFD} {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
 	}
 	if a.rootFD >= 0 {
 		unix.Close(a.rootFD)
@@ -363,27 +433,13 @@ func (a *Agent) hello(h *protocol.Hello) (*protocol.HelloOK, error) {
 	a.rootID = h.RootID
 	a.fakeSuper = h.FakeSuper || a.opts.FakeSuper || os.Geteuid() != 0
 	newRoot := false
-	if err := unix.Mkdirat(fd, metaDir, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-		return nil, fmt.Errorf("create %s/%s: %w", root, metaDir, err)
+	if err := a.openMeta(true); err != nil {
+		return nil, err
 	}
-	// .georep must be a real directory of ours, not a planted symlink:
-	// everything below is created relative to the descriptor checked here.
-	mfd, err := openBeneath(fd, metaDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
-	if err != nil {
-		return nil, fmt.Errorf("secondary %s/%s is not a directory georep can use: %w", root, metaDir, err)
-	}
-	for _, d := range []string{idsDir, dirsDir, tmpDir} {
-		sub := strings.TrimPrefix(d, metaDir+"/")
-		if err := unix.Mkdirat(mfd, sub, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-			unix.Close(mfd)
-			return nil, fmt.Errorf("create %s/%s: %w", root, d, err)
-		}
-	}
-	unix.Close(mfd)
 	if err := a.lockRoot(h.RootID); err != nil {
 		return nil, err
 	}
-	prev, err := readSmallFile(fd, rootIDFile)
+	prev, err := readSmallFile(a.metaFD, rootIDName)
 	switch {
 	case err != nil && errors.Is(err, unix.ENOENT):
 		newRoot = true
@@ -394,27 +450,23 @@ func (a *Agent) hello(h *protocol.Hello) (*protocol.HelloOK, error) {
 		// replicated here: its IDs mean nothing now. Keep the files, forget
 		// the index; matching entries are adopted, the rest re-sent.
 		a.log.Warn("secondary was replicated from another primary root; starting a new index", "old", strings.TrimSpace(prev), "new", h.RootID)
-		for _, d := range []string{idsDir, dirsDir} {
-			if err := removeAllAt(fd, d); err != nil {
-				return nil, fmt.Errorf("reset index %s: %w", d, err)
-			}
-			if err := unix.Mkdirat(fd, d, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-				return nil, err
+		a.closeIndexDirs()
+		for _, d := range []string{"ids", "dirs"} {
+			if err := removeAllAt(a.metaFD, d); err != nil {
+				return nil, fmt.Errorf("reset index %s/%s: %w", metaDir, d, err)
 			}
 		}
-		unix.Unlinkat(fd, stimeFile, 0)
+		unix.Unlinkat(a.metaFD, stimeName, 0)
+		if err := a.openMeta(true); err != nil {
+			return nil, err
+		}
 		newRoot = true
 	}
 	if newRoot {
-		if err := writeFileAtomic(fd, rootIDFile, []byte(string(h.RootID)+"\n")); err != nil {
+		if err := writeFileAtomic(a.metaFD, rootIDName, []byte(string(h.RootID)+"\n")); err != nil {
 			return nil, err
 		}
 	}
-	tfd, err := openBeneath(fd, tmpDir, unix.O_RDONLY|unix.O_DIRECTORY)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", tmpDir, err)
-	}
-	a.tmpFD = tfd
 	a.cleanTmp()
 	if err := a.loadIndex(); err != nil {
 		return nil, err
@@ -426,7 +478,7 @@ func (a *Agent) hello(h *protocol.Hello) (*protocol.HelloOK, error) {
 // cleanTmp removes partial files and strays a crash left in the staging
 // area; staged IDs stay (the primary may still want them).
 func (a *Agent) cleanTmp() {
-	names, _ := readNames(a.rootFD, tmpDir)
+	names, _ := readNames(a.tmpFD, ".")
 	for _, n := range names {
 		if strings.Contains(n, ".new") || strings.HasPrefix(n, "stray.") {
 			removeAllAt(a.tmpFD, n)
@@ -435,11 +487,10 @@ func (a *Agent) cleanTmp() {
 }
 
 func readSmallFile(dirfd int, rel string) (string, error) {
-	fd, err := openBeneath(dirfd, rel, unix.O_RDONLY)
+	f, _, err := openContent(dirfd, rel, unix.O_RDONLY)
 	if err != nil {
 		return "", err
 	}
-	f := os.NewFile(uintptr(fd), rel)
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, 1<<16))
 	return string(b), err
@@ -470,7 +521,7 @@ func writeFileAtomic(dirfd int, rel string, data []byte) error {
 }
 
 func (a *Agent) readStime() int64 {
-	s, err := readSmallFile(a.rootFD, stimeFile)
+	s, err := readSmallFile(a.metaFD, stimeName)
 	if err != nil {
 		return 0
 	}
@@ -509,7 +560,7 @@ func (a *Agent) commitStime(stime int64) error {
 	if err := unix.Syncfs(a.rootFD); err != nil {
 		return fmt.Errorf("syncfs: %w", err)
 	}
-	return writeFileAtomic(a.rootFD, stimeFile, []byte(strconv.FormatInt(stime, 10)+"\n"))
+	return writeFileAtomic(a.metaFD, stimeName, []byte(strconv.FormatInt(stime, 10)+"\n"))
 }
 
 // removeAllAt removes rel under dirfd recursively, never following

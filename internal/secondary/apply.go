@@ -226,7 +226,11 @@ func (a *Agent) link(id fileid.ID, s tree.Slot) error {
 	if done, err := a.vacate(tfd, s, id); done || err != nil {
 		return err
 	}
-	if err := unix.Linkat(a.rootFD, fileIndexPath(id), tfd, s.Name, 0); err != nil {
+	sfd, err := a.shardFD(id)
+	if err != nil {
+		return err
+	}
+	if err := unix.Linkat(sfd, idName(id), tfd, s.Name, 0); err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("file %s is not on the secondary: %w", id.Short(), err)
 		}
@@ -341,14 +345,10 @@ func (a *Agent) createFake(name string) error {
 
 // installIndex renames a finished file in the staging area into the index.
 func (a *Agent) installIndex(id fileid.ID, tmp string) error {
-	if err := unix.Mkdirat(a.rootFD, idsDir+"/"+shard(id), 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-		return err
-	}
-	dfd, err := openBeneath(a.rootFD, idsDir+"/"+shard(id), unix.O_PATH|unix.O_DIRECTORY)
+	dfd, err := a.shardFD(id)
 	if err != nil {
 		return err
 	}
-	defer unix.Close(dfd)
 	st, err := statAt(a.tmpFD, tmp)
 	if err != nil {
 		return err
@@ -388,10 +388,11 @@ func (a *Agent) adopt(id fileid.ID, s tree.Slot, e *tree.Entry) error {
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return a.setDirRecord(id, &dirRec{ino: st.Ino, parent: s.Parent, name: s.Name})
 	}
-	if err := unix.Mkdirat(a.rootFD, idsDir+"/"+shard(id), 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+	sfd, err := a.shardFD(id)
+	if err != nil {
 		return err
 	}
-	if err := unix.Linkat(pfd, s.Name, a.rootFD, fileIndexPath(id), 0); err != nil {
+	if err := unix.Linkat(pfd, s.Name, sfd, idName(id), 0); err != nil {
 		if !errors.Is(err, unix.EEXIST) {
 			return err
 		}
@@ -487,7 +488,11 @@ func (a *Agent) dropRecordsBelow(pfd int, name string) {
 
 // drop forgets a non-directory that has no link left in the tree.
 func (a *Agent) drop(id fileid.ID) error {
-	st, err := statAt(a.rootFD, fileIndexPath(id))
+	sfd, err := a.shardFD(id)
+	if err != nil {
+		return err
+	}
+	st, err := statAt(sfd, idName(id))
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
@@ -504,7 +509,7 @@ func (a *Agent) drop(id fileid.ID) error {
 	if links > 0 {
 		return nil
 	}
-	if err := unix.Unlinkat(a.rootFD, fileIndexPath(id), 0); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := unix.Unlinkat(sfd, idName(id), 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return err
 	}
 	a.idx.mu.Lock()
@@ -517,7 +522,7 @@ func (a *Agent) drop(id fileid.ID) error {
 }
 
 func (a *Agent) purgeStrays() error {
-	names, err := readNames(a.rootFD, tmpDir)
+	names, err := readNames(a.tmpFD, ".")
 	if err != nil {
 		return err
 	}

@@ -22,25 +22,48 @@ import (
 type fileStream struct {
 	ch      chan frame
 	lastReq uint64 // request id of the last frame, set before ch is closed
+	aborted bool   // the session ended first: no reply (set before ch is closed)
+}
+
+// openStreams counts the file streams waiting for more frames.
+func (a *Agent) openStreams() int {
+	a.streamMu.Lock()
+	defer a.streamMu.Unlock()
+	return len(a.streams)
+}
+
+// abortStreams ends the file streams still waiting for frames when the
+// session ends: their writers see the stream end early and drop what they
+// wrote. Only the read loop calls it (it alone sends on the channels).
+func (a *Agent) abortStreams() {
+	a.streamMu.Lock()
+	defer a.streamMu.Unlock()
+	for id, st := range a.streams {
+		st.aborted = true
+		close(st.ch)
+		delete(a.streams, id)
+	}
 }
 
 type frame struct {
 	put   *protocol.PutFile
 	delta *protocol.Delta
 	buf   *[]byte // pooled frame buffer put.Data lives in (FileChunk), or nil
+	cost  int64   // what it holds of the agent's byte budget
 }
 
 // putFile handles one PutFile frame. A file in one frame is written on the
 // worker pool; a longer one gets a goroutine fed with its frames in order.
-func (a *Agent) putFile(reqID uint64, m *protocol.PutFile) {
+func (a *Agent) putFile(reqID uint64, m *protocol.PutFile, cost int64) {
 	if m.Entry != nil && m.Last {
 		a.async(func() {
 			next := func() (frame, bool) { return frame{}, false }
 			a.replyKick(reqID, a.receiveFile(m, next))
+			a.mem.release(cost)
 		})
 		return
 	}
-	a.streamFrame(reqID, m.Stream, m.Entry != nil, m.Last, frame{put: m}, func(first frame, next func() (frame, bool)) protocol.Message {
+	a.streamFrame(reqID, m.Stream, m.Entry != nil, m.Last, frame{put: m, cost: cost}, func(first frame, next func() (frame, bool)) protocol.Message {
 		return a.receiveFile(first.put, next)
 	})
 }
@@ -48,26 +71,34 @@ func (a *Agent) putFile(reqID uint64, m *protocol.PutFile) {
 // chunkFrame routes a FileChunk (a piece of a large file, after its
 // PutFile) to its stream as a data frame; its buffer goes back to the pool
 // once written.
-func (a *Agent) chunkFrame(reqID uint64, m *protocol.FileChunk, buf *[]byte) {
+func (a *Agent) chunkFrame(reqID uint64, m *protocol.FileChunk, buf *[]byte, cost int64) {
 	put := &protocol.PutFile{Stream: m.Stream, Offset: m.Offset, Data: m.Data, Last: m.Last}
-	a.streamFrame(reqID, m.Stream, false, m.Last, frame{put: put, buf: buf}, nil)
+	a.streamFrame(reqID, m.Stream, false, m.Last, frame{put: put, buf: buf, cost: cost}, nil)
 }
 
-func (a *Agent) deltaFrame(reqID uint64, m *protocol.Delta) {
-	a.streamFrame(reqID, m.Stream, m.Entry != nil, m.Last, frame{delta: m}, func(first frame, next func() (frame, bool)) protocol.Message {
+func (a *Agent) deltaFrame(reqID uint64, m *protocol.Delta, cost int64) {
+	a.streamFrame(reqID, m.Stream, m.Entry != nil, m.Last, frame{delta: m, cost: cost}, func(first frame, next func() (frame, bool)) protocol.Message {
 		return a.receiveDelta(first.delta, next)
 	})
 }
 
 // streamFrame routes a frame to its stream, starting the stream's goroutine
-// on the first frame. The reply goes out after the last frame.
+// on the first frame. The reply goes out after the last frame. A frame
+// holds its share of the byte budget until its stream asks for the next
+// one (or ends); at most MaxOpenStreams streams are open at once.
 func (a *Agent) streamFrame(reqID, stream uint64, first, last bool, f frame, run func(first frame, next func() (frame, bool)) protocol.Message) {
 	a.streamMu.Lock()
 	st, ok := a.streams[stream]
 	if first {
-		if ok {
+		if ok || (!last && len(a.streams) >= MaxOpenStreams) {
 			a.streamMu.Unlock()
-			a.replyKick(reqID, &protocol.Error{Msg: fmt.Sprintf("protocol: stream %d started twice", stream)})
+			a.mem.release(f.cost)
+			a.frames.Release(f.buf)
+			msg := fmt.Sprintf("protocol: stream %d started twice", stream)
+			if !ok {
+				msg = fmt.Sprintf("protocol: stream %d refused: %d file streams are open already (the limit)", stream, MaxOpenStreams)
+			}
+			a.replyKick(reqID, &protocol.Error{Msg: msg})
 			return
 		}
 		st = &fileStream{ch: make(chan frame, 64)}
@@ -78,15 +109,22 @@ func (a *Agent) streamFrame(reqID, stream uint64, first, last bool, f frame, run
 		a.work.Add(1)
 		go func() {
 			defer a.work.Done()
+			held := f.cost
 			next := func() (frame, bool) {
+				a.mem.release(held)
 				fr, ok := <-st.ch
+				held = fr.cost
 				return fr, ok
 			}
 			reply := run(f, next)
+			a.mem.release(held)
 			for fr := range st.ch { // drain what a failure left unread
 				a.frames.Release(fr.buf)
+				a.mem.release(fr.cost)
 			}
-			a.replyKick(st.lastReq, reply)
+			if !st.aborted {
+				a.replyKick(st.lastReq, reply)
+			}
 		}()
 		if last {
 			st.lastReq = reqID
@@ -96,6 +134,8 @@ func (a *Agent) streamFrame(reqID, stream uint64, first, last bool, f frame, run
 	}
 	if !ok {
 		a.streamMu.Unlock()
+		a.mem.release(f.cost)
+		a.frames.Release(f.buf)
 		a.replyKick(reqID, &protocol.Error{Msg: fmt.Sprintf("protocol: frame for unknown stream %d", stream)})
 		return
 	}
@@ -108,6 +148,20 @@ func (a *Agent) streamFrame(reqID, stream uint64, first, last bool, f frame, run
 		st.lastReq = reqID
 		close(st.ch)
 	}
+}
+
+// checkSlotNames refuses a new file whose slots cannot be names, before
+// anything is written: a refused file leaves nothing in the index.
+func (a *Agent) checkSlotNames(mode protocol.FileMode, slots []tree.Slot) error {
+	if mode != protocol.FileNew {
+		return nil // slots are only a hint
+	}
+	for _, s := range slots {
+		if err := a.checkName(s); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func fileErr(t protocol.Type, stream uint64, id fileid.ID, path string, err error) *protocol.FileOK {
@@ -125,6 +179,9 @@ func (a *Agent) receiveFile(m *protocol.PutFile, next func() (frame, bool)) prot
 	e := m.Entry
 	if e == nil || !e.ID.Valid() || e.Kind != tree.KindRegular {
 		return fileErr(protocol.TPutFileOK, m.Stream, "", "", errors.New("protocol: first file frame lacks a valid regular-file entry"))
+	}
+	if err := a.checkSlotNames(m.Mode, m.Slots); err != nil {
+		return fileErr(protocol.TPutFileOK, m.Stream, e.ID, "", err)
 	}
 	tmp := tmpName(e.ID, m.Stream)
 	fd, err := unix.Openat(a.tmpFD, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
@@ -144,6 +201,7 @@ func (a *Agent) receiveFile(m *protocol.PutFile, next func() (frame, bool)) prot
 			}
 			written += int64(len(cur.put.Data))
 		}
+		cur.put.Data = nil // written: not kept while the stream runs (m is)
 		a.frames.Release(cur.buf)
 		if cur.put.Last {
 			break
@@ -216,6 +274,9 @@ func (a *Agent) writeWhole(it *protocol.FileItem) (int64, error) {
 	}
 	if e.Size < 0 || int64(len(it.Data)) > e.Size {
 		return 0, fmt.Errorf("protocol: %d bytes of data for a file of %d", len(it.Data), e.Size)
+	}
+	if err := a.checkSlotNames(it.Mode, it.Slots); err != nil {
+		return 0, err
 	}
 	if it.Mode == protocol.FileNew && !a.noTmpfile.Load() {
 		if _, known := a.idx.file(e.ID); !known {
@@ -388,25 +449,6 @@ func (a *Agent) linkSlots(id fileid.ID, sfd int, slots []tree.Slot) error {
 	return nil
 }
 
-// shardFD returns a descriptor of the index shard directory of id.
-func (a *Agent) shardFD(id fileid.ID) (int, error) {
-	sh := shard(id)
-	a.shardMu.Lock()
-	defer a.shardMu.Unlock()
-	if fd, ok := a.shards[sh]; ok {
-		return fd, nil
-	}
-	if err := unix.Mkdirat(a.rootFD, idsDir+"/"+sh, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-		return -1, err
-	}
-	fd, err := openBeneath(a.rootFD, idsDir+"/"+sh, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
-	if err != nil {
-		return -1, err
-	}
-	a.shards[sh] = fd
-	return fd, nil
-}
-
 func (a *Agent) slotPath(slots []tree.Slot) string {
 	if len(slots) == 0 {
 		return ""
@@ -460,12 +502,17 @@ func (a *Agent) installNew(id fileid.ID, tmp string, slots []tree.Slot) error {
 // one with several names (hardlinks) is rewritten in place so all names
 // keep sharing it.
 func (a *Agent) replaceContent(id fileid.ID, tmp string, hint tree.Slot) error {
-	ist, err := statAt(a.rootFD, fileIndexPath(id))
+	ist, err := a.indexStat(id)
 	if errors.Is(err, unix.ENOENT) {
 		return a.installIndex(id, tmp)
 	}
 	if err != nil {
 		return err
+	}
+	if ist.Mode&unix.S_IFMT != unix.S_IFREG {
+		// New content for an ID the secondary holds as a device, FIFO,
+		// symlink...: never written through, and not silently retyped.
+		return fmt.Errorf("new content for %s: the secondary holds a %s under this ID: %w", id.Short(), tree.KindOf(ist.Mode), ErrNotRegular)
 	}
 	links := int(ist.Nlink) - 1
 	if sst, err := statAt(a.tmpFD, idName(id)); err == nil && sst.Ino == ist.Ino {
@@ -489,25 +536,23 @@ func (a *Agent) replaceContent(id fileid.ID, tmp string, hint tree.Slot) error {
 			}
 		}
 	}
-	// In place.
-	src, err := openBeneath(a.tmpFD, tmp, unix.O_RDONLY)
+	// In place. Both ends are regular files (openContent), checked on
+	// the descriptors written and read: the index entry's inode is the one
+	// stat()ed above, or the rewrite is refused.
+	sf, st, err := openContent(a.tmpFD, tmp, unix.O_RDONLY)
 	if err != nil {
 		return err
 	}
-	// The *os.File owns the descriptor (its finalizer closes it): close it
-	// only through the File, never with unix.Close as well.
-	sf := os.NewFile(uintptr(src), tmp)
 	defer sf.Close()
-	dst, err := openBeneath(a.rootFD, fileIndexPath(id), unix.O_WRONLY|unix.O_NOFOLLOW)
+	df, dstSt, err := a.openIndexContent(id, unix.O_WRONLY)
 	if err != nil {
-		return err
+		return fmt.Errorf("rewrite in place: %w", err)
 	}
-	df := os.NewFile(uintptr(dst), "dst")
 	defer df.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(src, &st); err != nil {
-		return err
+	if dstSt.Ino != ist.Ino {
+		return fmt.Errorf("rewrite in place: the index entry of %s changed meanwhile", id.Short())
 	}
+	dst := int(df.Fd())
 	// Reserve the space first: running out of it must fail before the old
 	// content is touched, not leave a torn file under every name.
 	if st.Size > 0 {
@@ -529,16 +574,11 @@ func (a *Agent) replaceContent(id fileid.ID, tmp string, hint tree.Slot) error {
 }
 
 func (a *Agent) signature(m *protocol.Sig) protocol.Message {
-	fd, err := openBeneath(a.rootFD, fileIndexPath(m.ID), unix.O_RDONLY|unix.O_NOFOLLOW)
+	f, st, err := a.openIndexContent(m.ID, unix.O_RDONLY)
 	if err != nil {
 		return &protocol.SigOK{Missing: true}
 	}
-	f := os.NewFile(uintptr(fd), "sig")
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return &protocol.SigOK{Missing: true}
-	}
 	sig, err := delta.ComputeSignature(f, st.Size)
 	if err != nil {
 		return &protocol.SigOK{Missing: true}
@@ -572,12 +612,11 @@ func (a *Agent) receiveDelta(m *protocol.Delta, next func() (frame, bool)) proto
 		return fileErr(protocol.TDeltaOK, m.Stream, e.ID, "", errors.New("delta without a signature"))
 	}
 	sig := v.(*delta.Signature)
-	old, err := openBeneath(a.rootFD, fileIndexPath(e.ID), unix.O_RDONLY|unix.O_NOFOLLOW)
+	oldF, _, err := a.openIndexContent(e.ID, unix.O_RDONLY)
 	if err != nil {
 		drain()
 		return fileErr(protocol.TDeltaOK, m.Stream, e.ID, "", fmt.Errorf("open old copy: %w", err))
 	}
-	oldF := os.NewFile(uintptr(old), "old")
 	defer oldF.Close()
 	tmp := tmpName(e.ID, m.Stream)
 	fd, err := unix.Openat(a.tmpFD, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_TRUNC|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
@@ -595,6 +634,7 @@ func (a *Agent) receiveDelta(m *protocol.Delta, next func() (frame, bool)) proto
 					drainRest(cur, next)
 					return
 				}
+				cur.Chunk = nil // consumed: not kept while the stream runs
 			}
 			if cur.Last {
 				pw.Close()
@@ -666,7 +706,10 @@ func (a *Agent) metaOne(it protocol.MetaItem) error {
 		fd, err = a.dirFD(e.ID)
 		closeFD = false
 	default:
-		fd, err = openBeneath(a.rootFD, fileIndexPath(e.ID), unix.O_PATH|unix.O_NOFOLLOW)
+		var sfd int
+		if sfd, err = a.shardFD(e.ID); err == nil {
+			fd, err = openBeneath(sfd, idName(e.ID), unix.O_PATH|unix.O_NOFOLLOW)
+		}
 	}
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) || errors.Is(err, errUnknownDir) {
@@ -682,10 +725,18 @@ func (a *Agent) metaOne(it protocol.MetaItem) error {
 			return err
 		}
 	}
+	mode := e.Meta.Mode
+	if e.ID == a.rootID {
+		// The root stays the agent's, and nobody else may write in it
+		// (.georep lives there): the primary root's owner is not copied
+		// and group/other write, set-id and sticky bits are dropped.
+		mode &= rootModeMask
+		it.SkipOwner = true
+	}
 	if !it.SkipOwner {
-		a.setOwnerMode(fd, e.Kind, e, e.Meta.Mode)
+		a.setOwnerMode(fd, e.Kind, e, mode)
 	} else if e.Kind != tree.KindSymlink {
-		chmodFD(fd, e.Meta.Mode)
+		chmodFD(fd, a.localMode(e.Kind, mode))
 	}
 	if !it.SkipTimes {
 		return setTimes(fd, e)
@@ -706,11 +757,7 @@ func (a *Agent) setOwnerMode(fd int, kind tree.Kind, e *tree.Entry, mode uint32)
 		if kind == tree.KindSymlink {
 			return
 		}
-		extra := uint32(0o600)
-		if kind == tree.KindDir {
-			extra = 0o700
-		}
-		chmodFD(fd, (mode&0o777)|extra)
+		chmodFD(fd, a.localMode(kind, mode))
 		return
 	}
 	unix.Fchownat(fd, "", int(e.Meta.UID), int(e.Meta.GID), unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW)
@@ -734,6 +781,24 @@ func (a *Agent) setOwnerModeFD(fd int, e *tree.Entry, st *unix.Stat_t) {
 	if want := a.fileMode(e); chowned || st.Mode&07777 != want {
 		unix.Fchmod(fd, want)
 	}
+}
+
+// rootModeMask is what the secondary root keeps of the primary root's mode.
+const rootModeMask = 0o755
+
+// localMode is the mode an entry of kind gets on this secondary: the
+// primary's, or under fake-super one its owner (the agent) can use and
+// without set-id bits (the real mode is in user.georep.stat), so that a
+// non-root agent never leaves a set-id file or directory it owns.
+func (a *Agent) localMode(kind tree.Kind, mode uint32) uint32 {
+	if !a.fakeSuper {
+		return mode & 07777
+	}
+	extra := uint32(0o600)
+	if kind == tree.KindDir {
+		extra = 0o700
+	}
+	return (mode & 0o777) | extra
 }
 
 // fileMode is the mode a regular file gets on this secondary: the
@@ -873,7 +938,7 @@ func (a *Agent) limbo(m *protocol.Limbo) protocol.Message {
 			a.drop(id)
 		}
 	}
-	names, _ := readNames(a.rootFD, tmpDir)
+	names, _ := readNames(a.tmpFD, ".")
 	out := &protocol.LimboOK{}
 	for _, n := range names {
 		if id := fileid.ID(n); id.Valid() {
@@ -887,11 +952,10 @@ func (a *Agent) limbo(m *protocol.Limbo) protocol.Message {
 func (a *Agent) hash(m *protocol.Hash) protocol.Message {
 	out := &protocol.HashOK{Sums: make([][32]byte, len(m.IDs))}
 	for i, id := range m.IDs {
-		fd, err := openBeneath(a.rootFD, fileIndexPath(id), unix.O_RDONLY|unix.O_NOFOLLOW)
+		f, _, err := a.openIndexContent(id, unix.O_RDONLY)
 		if err != nil {
-			continue
+			continue // missing, or not a regular file: a zero digest
 		}
-		f := os.NewFile(uintptr(fd), "hash")
 		h := sha256.New()
 		if _, err := io.Copy(h, f); err == nil {
 			copy(out.Sums[i][:], h.Sum(nil))

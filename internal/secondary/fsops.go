@@ -3,6 +3,8 @@ package secondary
 import (
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 
 	"github.com/georep/georep/internal/fileid"
 	"github.com/georep/georep/internal/tree"
@@ -36,6 +38,19 @@ func openBeneath(dirfd int, rel string, flags int) (int, error) {
 	}
 }
 
+// openRel opens rel, a path from the root that dirPath gives: one in the
+// staging area is resolved from the staging area's descriptor (not through
+// the name .georep, which a local user may have swapped).
+func (a *Agent) openRel(rel string, flags int) (int, error) {
+	if rel == tmpDir {
+		return openBeneath(a.tmpFD, ".", flags)
+	}
+	if r, ok := strings.CutPrefix(rel, tmpDir+"/"); ok {
+		return openBeneath(a.tmpFD, r, flags)
+	}
+	return openBeneath(a.rootFD, rel, flags)
+}
+
 // checkName validates a name coming from the primary for slot s.
 func (a *Agent) checkName(s tree.Slot) error {
 	if !tree.ValidName(s.Name) {
@@ -57,14 +72,15 @@ func (a *Agent) dirFD(id fileid.ID) (int, error) {
 	gen := a.dirGen.Load()
 	a.fdMu.Lock()
 	if c, ok := a.fdCache[id]; ok {
-		// Checked since the last entry operations (which may have removed
-		// the directory): still good.
+		// Checked since the last message arrived: still good.
 		if c.gen == gen {
 			a.fdMu.Unlock()
 			return c.fd, nil
 		}
-		var st unix.Stat_t
-		if unix.Fstat(c.fd, &st) == nil && st.Nlink > 0 {
+		// Once per message, a cached descriptor is checked to be still
+		// the directory its path beneath the root leads to: one removed,
+		// or moved out of the root by a local user, is not written in.
+		if a.sameAsPath(id, c.fd) {
 			a.fdCache[id] = cachedDir{fd: c.fd, gen: gen}
 			a.fdMu.Unlock()
 			return c.fd, nil
@@ -101,6 +117,25 @@ func (a *Agent) dirFD(id fileid.ID) (int, error) {
 	a.fdCache[id] = cachedDir{fd: fd, gen: gen}
 	a.fdMu.Unlock()
 	return fd, nil
+}
+
+// sameAsPath reports whether fd is the live directory that id's path in the
+// index resolves to beneath the root.
+func (a *Agent) sameAsPath(id fileid.ID, fd int) bool {
+	p, err := a.idx.dirPath(id)
+	if err != nil {
+		return false
+	}
+	pfd, err := a.openRel(p, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(pfd)
+	var have, want unix.Stat_t
+	if unix.Fstat(fd, &have) != nil || unix.Fstat(pfd, &want) != nil {
+		return false
+	}
+	return have.Nlink > 0 && have.Ino == want.Ino && have.Dev == want.Dev
 }
 
 // cachedDir is a cached directory descriptor and the dirGen at which it
@@ -152,7 +187,7 @@ func (a *Agent) openDir(id fileid.ID) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	fd, err := openBeneath(a.rootFD, p, unix.O_RDONLY|unix.O_DIRECTORY)
+	fd, err := a.openRel(p, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return -1, fmt.Errorf("open directory %s (%q): %w", id.Short(), p, err)
 	}
@@ -185,4 +220,45 @@ func errno(err error) uint32 {
 		return uint32(e)
 	}
 	return 0
+}
+
+// ErrNotRegular reports file content asked of (or sent for) something in
+// the index that is not a regular file: a device node, a FIFO, a socket or
+// a symlink is never read or written as content.
+var ErrNotRegular = errors.New("not a regular file")
+
+// openContent opens name beneath dirfd to read or write file content. The
+// entry is first opened O_PATH (which opens no device and never blocks on
+// a FIFO) without following any symlink; only once fstat shows a regular
+// file is it reopened, as that same inode, with flags. Every content read
+// or write in the agent goes through here.
+func openContent(dirfd int, name string, flags int) (*os.File, unix.Stat_t, error) {
+	var st unix.Stat_t
+	pfd, err := openBeneath(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW)
+	if err != nil {
+		return nil, st, err
+	}
+	defer unix.Close(pfd)
+	if err := unix.Fstat(pfd, &st); err != nil {
+		return nil, st, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, st, fmt.Errorf("%w (%s)", ErrNotRegular, tree.KindOf(st.Mode))
+	}
+	var fd int
+	for {
+		fd, err = unix.Open(procPath(pfd), flags|unix.O_NOCTTY|unix.O_CLOEXEC, 0)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		return nil, st, err
+	}
+	var st2 unix.Stat_t
+	if err := unix.Fstat(fd, &st2); err != nil || st2.Ino != st.Ino || st2.Dev != st.Dev || st2.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		return nil, st, fmt.Errorf("%w (changed while opened)", ErrNotRegular)
+	}
+	return os.NewFile(uintptr(fd), name), st2, nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -35,7 +36,170 @@ const (
 	tmpDir     = ".georep/tmp"
 	rootIDFile = ".georep/root"
 	stimeFile  = ".georep/stime"
+	// Names inside .georep, used with the descriptor of .georep (metaFD).
+	rootIDName = "root"
+	stimeName  = "stime"
+	lockName   = "lock"
 )
+
+// ErrForeignIndex reports a .georep (or a directory in it) that is not the
+// agent's own: owned by another user, or one that others may write in.
+var ErrForeignIndex = errors.New("georep's index directory is not the agent's own")
+
+// openMeta opens .georep and its ids/, dirs/ and tmp/ beneath the root
+// (creating them when create is set), each without following a symlink and
+// checked to belong to the agent's user with no group or other write
+// permission (a writing session repairs the mode of its own directories).
+// A read-only session on a root georep never wrote gets none of them.
+func (a *Agent) openMeta(create bool) error {
+	if a.metaFD < 0 {
+		if create {
+			if err := unix.Mkdirat(a.rootFD, metaDir, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("create %s/%s: %w", a.opts.Root, metaDir, err)
+			}
+		}
+		fd, err := openBeneath(a.rootFD, metaDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+		if err != nil {
+			if !create && errors.Is(err, unix.ENOENT) {
+				return nil
+			}
+			return fmt.Errorf("secondary %s/%s is not a directory georep can use: %w", a.opts.Root, metaDir, err)
+		}
+		if err := a.checkOwnDir(fd, metaDir, create); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		a.metaFD = fd
+	}
+	for _, d := range []struct {
+		fd   *int
+		name string
+	}{{&a.idsFD, "ids"}, {&a.dirsFD, "dirs"}, {&a.tmpFD, "tmp"}} {
+		if *d.fd >= 0 {
+			continue
+		}
+		if create {
+			if err := unix.Mkdirat(a.metaFD, d.name, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+				return fmt.Errorf("create %s/%s/%s: %w", a.opts.Root, metaDir, d.name, err)
+			}
+		}
+		fd, err := openBeneath(a.metaFD, d.name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+		if err != nil {
+			if !create && errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			return fmt.Errorf("secondary %s/%s/%s is not a directory georep can use: %w", a.opts.Root, metaDir, d.name, err)
+		}
+		if err := a.checkOwnDir(fd, metaDir+"/"+d.name, create); err != nil {
+			unix.Close(fd)
+			return err
+		}
+		*d.fd = fd
+	}
+	return nil
+}
+
+// checkOwnDir checks that the directory fd (rel under the root) is the
+// agent's: its owner is the agent's user and nobody else may write in it.
+// A wrong mode is repaired when fix is set (the agent owns it).
+func (a *Agent) checkOwnDir(fd int, rel string, fix bool) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("%s: %w", rel, err)
+	}
+	if euid := uint32(os.Geteuid()); st.Uid != euid {
+		return fmt.Errorf("%s/%s belongs to uid %d, not to the agent (uid %d): %w", a.opts.Root, rel, st.Uid, euid, ErrForeignIndex)
+	}
+	if st.Mode&0o022 != 0 {
+		if !fix {
+			return fmt.Errorf("%s/%s has mode %#o (others may write in it): %w", a.opts.Root, rel, st.Mode&07777, ErrForeignIndex)
+		}
+		if err := unix.Fchmod(fd, 0o700); err != nil {
+			return fmt.Errorf("%s/%s: %w", a.opts.Root, rel, err)
+		}
+		a.log.Warn("index directory was writable by others; mode set to 0700", "dir", rel, "mode", fmt.Sprintf("%#o", st.Mode&07777))
+	}
+	return nil
+}
+
+// closeIndexDirs closes the descriptors of ids/ and dirs/ and their shards
+// (before the index is reset).
+func (a *Agent) closeIndexDirs() {
+	a.shardMu.Lock()
+	for k, fd := range a.shards {
+		unix.Close(fd)
+		delete(a.shards, k)
+	}
+	for k, fd := range a.dshards {
+		unix.Close(fd)
+		delete(a.dshards, k)
+	}
+	a.shardMu.Unlock()
+	for _, p := range []*int{&a.idsFD, &a.dirsFD} {
+		if *p >= 0 {
+			unix.Close(*p)
+			*p = -1
+		}
+	}
+}
+
+// shardFD returns a descriptor of the index shard directory of id
+// (.georep/ids/XX), made when missing (not in a read-only session).
+func (a *Agent) shardFD(id fileid.ID) (int, error) {
+	return a.shardOf(a.idsFD, a.shards, id)
+}
+
+// dirShardFD returns a descriptor of the directory-record shard of id
+// (.georep/dirs/XX).
+func (a *Agent) dirShardFD(id fileid.ID) (int, error) {
+	return a.shardOf(a.dirsFD, a.dshards, id)
+}
+
+func (a *Agent) shardOf(parent int, cache map[string]int, id fileid.ID) (int, error) {
+	if !id.Valid() {
+		return -1, fmt.Errorf("index: %w", errBadID)
+	}
+	if parent < 0 {
+		return -1, unix.ENOENT
+	}
+	sh := shard(id)
+	a.shardMu.Lock()
+	defer a.shardMu.Unlock()
+	if fd, ok := cache[sh]; ok {
+		return fd, nil
+	}
+	if !a.readOnly {
+		if err := unix.Mkdirat(parent, sh, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
+			return -1, err
+		}
+	}
+	fd, err := openBeneath(parent, sh, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	if err != nil {
+		return -1, err
+	}
+	cache[sh] = fd
+	return fd, nil
+}
+
+var errBadID = errors.New("invalid file id")
+
+// indexStat lstat()s the index entry of file id.
+func (a *Agent) indexStat(id fileid.ID) (unix.Stat_t, error) {
+	sfd, err := a.shardFD(id)
+	if err != nil {
+		return unix.Stat_t{}, err
+	}
+	return statAt(sfd, idName(id))
+}
+
+// openIndexContent opens the content of file id (see openContent).
+func (a *Agent) openIndexContent(id fileid.ID, flags int) (*os.File, unix.Stat_t, error) {
+	sfd, err := a.shardFD(id)
+	if err != nil {
+		return nil, unix.Stat_t{}, err
+	}
+	return openContent(sfd, idName(id), flags)
+}
 
 // stagedParent marks a directory record that sits in the staging area.
 const stagedParent fileid.ID = "staged"
@@ -51,6 +215,9 @@ func idName(id fileid.ID) string {
 
 func shard(id fileid.ID) string {
 	n := idName(id)
+	if len(n) < 2 {
+		return "00" // not a valid ID: callers check; never a panic
+	}
 	return n[len(n)-2:]
 }
 
@@ -115,18 +282,23 @@ func (a *Agent) loadIndex() error {
 	if err := a.loadFileIndex(ix); err != nil {
 		return err
 	}
-	shards, err := readNames(a.rootFD, dirsDir)
+	shards, err := readNames(a.dirsFD, ".")
 	if err != nil {
 		return fmt.Errorf("read index %s: %w", dirsDir, err)
 	}
 	for _, sh := range shards {
-		names, err := readNames(a.rootFD, dirsDir+"/"+sh)
+		sfd, err := openBeneath(a.dirsFD, sh, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
 		if err != nil {
+			continue // not a shard directory
+		}
+		names, err := readNames(sfd, ".")
+		if err != nil {
+			unix.Close(sfd)
 			return fmt.Errorf("read index %s/%s: %w", dirsDir, sh, err)
 		}
 		for _, n := range names {
 			p := dirsDir + "/" + sh + "/" + n
-			t, err := readlinkAt(a.rootFD, p)
+			t, err := readlinkAt(sfd, n)
 			if err != nil {
 				continue
 			}
@@ -142,6 +314,7 @@ func (a *Agent) loadIndex() error {
 			ix.dirs[id] = rec
 			ix.byIno[rec.ino] = id
 		}
+		unix.Close(sfd)
 	}
 	a.idx = ix
 	return nil
@@ -154,7 +327,7 @@ func (a *Agent) loadIndex() error {
 // instead of a stat per file. Each shard checks that on its first regular
 // entry and stats every entry when they differ (overlayfs can).
 func (a *Agent) loadFileIndex(ix *index) error {
-	shards, err := readNames(a.rootFD, idsDir)
+	shards, err := readNames(a.idsFD, ".")
 	if err != nil {
 		return fmt.Errorf("read index %s: %w", idsDir, err)
 	}
@@ -176,8 +349,13 @@ func (a *Agent) loadFileIndex(ix *index) error {
 					return
 				}
 				rel := idsDir + "/" + shards[i]
-				ents, err := readDirents(a.rootFD, rel)
+				sfd, err := openBeneath(a.idsFD, shards[i], unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
 				if err != nil {
+					continue // not a shard directory
+				}
+				ents, err := readDirents(sfd, ".")
+				if err != nil {
+					unix.Close(sfd)
 					out[i].err = fmt.Errorf("read index %s: %w", rel, err)
 					continue
 				}
@@ -191,7 +369,7 @@ func (a *Agent) loadFileIndex(ix *index) error {
 					ino := d.ino
 					if !checked || !trustIno || d.typ != unix.DT_REG {
 						var st unix.Stat_t
-						if err := unix.Fstatat(a.rootFD, rel+"/"+d.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+						if err := unix.Fstatat(sfd, d.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 							continue
 						}
 						if !checked && d.typ == unix.DT_REG {
@@ -202,6 +380,7 @@ func (a *Agent) loadFileIndex(ix *index) error {
 					out[i].ids = append(out[i].ids, id)
 					out[i].inos = append(out[i].inos, ino)
 				}
+				unix.Close(sfd)
 			}
 		}()
 	}
@@ -228,6 +407,9 @@ type dirent struct {
 // readDirents lists rel under dirfd with inode numbers and types ("." and
 // ".." left out).
 func readDirents(dirfd int, rel string) ([]dirent, error) {
+	if dirfd < 0 {
+		return nil, nil // an index directory a read-only session did not find
+	}
 	fd, err := openBeneath(dirfd, rel, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {

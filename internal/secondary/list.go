@@ -44,7 +44,14 @@ func (a *Agent) entryOf(dirfd int, parent fileid.ID, name string, st *unix.Stat_
 // lookup answers what is at some slots and what is known about some IDs.
 func (a *Agent) lookup(m *protocol.Lookup) protocol.Message {
 	out := &protocol.LookupOK{Entries: make([]*tree.Entry, len(m.Slots)), Infos: make([]plan.IDInfo, len(m.IDs))}
+	// The answer must fit a frame: once it cannot, stop building it (its
+	// memory grows with it) and refuse the request.
+	size := 16 * len(m.IDs)
 	for i, s := range m.Slots {
+		if size > protocol.MaxFrame {
+			return &protocol.Error{Msg: fmt.Sprintf("protocol: the answer to a Lookup of %d slots and %d IDs would exceed a frame (%d bytes): ask for fewer at a time", len(m.Slots), len(m.IDs), protocol.MaxFrame)}
+		}
+		size += 2
 		if !tree.ValidName(s.Name) || (s.Parent == a.rootID && s.Name == metaDir) {
 			continue
 		}
@@ -56,7 +63,9 @@ func (a *Agent) lookup(m *protocol.Lookup) protocol.Message {
 		if err != nil {
 			continue
 		}
-		out.Entries[i] = a.entryOf(fd, s.Parent, s.Name, &st)
+		e := a.entryOf(fd, s.Parent, s.Name, &st)
+		out.Entries[i] = e
+		size += 48 + len(e.Parent) + len(e.Name) + len(e.ID) + len(e.Target)
 	}
 	for i, id := range m.IDs {
 		out.Infos[i] = a.idInfo(id)
@@ -80,7 +89,7 @@ func (a *Agent) idInfo(id fileid.ID) plan.IDInfo {
 	if _, ok := a.idx.file(id); !ok {
 		return plan.IDInfo{}
 	}
-	st, err := statAt(a.rootFD, fileIndexPath(id))
+	st, err := a.indexStat(id)
 	if err != nil {
 		return plan.IDInfo{}
 	}
@@ -173,7 +182,7 @@ func (a *Agent) list(reqID uint64) error {
 	unix.Fstat(a.rootFD, &st)
 	root := a.entryOf(a.rootFD, "", "", &st)
 	root.ID = a.rootID
-	names, _ := readNames(a.rootFD, tmpDir)
+	names, _ := readNames(a.tmpFD, ".")
 	var limbo []fileid.ID
 	for _, n := range names {
 		if id := fileid.ID(n); id.Valid() {
@@ -193,7 +202,7 @@ func (a *Agent) list(reqID uint64) error {
 	}
 	a.idx.mu.Unlock()
 	for _, id := range files {
-		if st, err := statAt(a.rootFD, fileIndexPath(id)); err == nil && st.Nlink == 1 {
+		if st, err := a.indexStat(id); err == nil && st.Nlink == 1 {
 			limbo = append(limbo, id)
 		}
 	}
@@ -208,7 +217,7 @@ func (a *Agent) list(reqID uint64) error {
 // directory (and what it holds) staged for ever. A directory there named by
 // an ID is that ID's, unless the ID's record names another inode.
 func (a *Agent) repairStagedDirRecords() {
-	names, _ := readNames(a.rootFD, tmpDir)
+	names, _ := readNames(a.tmpFD, ".")
 	for _, n := range names {
 		id := fileid.ID(n)
 		if !id.Valid() {
@@ -239,11 +248,14 @@ func (a *Agent) repairStagedDirRecords() {
 // and the primary now wants it only where the secondary already has it, so
 // no operation would ever take it out. It reports whether it did.
 func (a *Agent) dropRedundantStaged(id fileid.ID) bool {
+	if a.readOnly {
+		return false
+	}
 	sst, err := statAt(a.tmpFD, idName(id))
 	if err != nil || sst.Mode&unix.S_IFMT == unix.S_IFDIR || sst.Nlink <= 2 {
 		return false
 	}
-	ist, err := statAt(a.rootFD, fileIndexPath(id))
+	ist, err := a.indexStat(id)
 	if err != nil || ist.Ino != sst.Ino {
 		return false
 	}
@@ -255,7 +267,7 @@ func (a *Agent) dropRedundantStaged(id fileid.ID) bool {
 }
 
 func (a *Agent) listOne(job listDir) ([]*tree.Entry, []listDir, error) {
-	fd, err := openBeneath(a.rootFD, job.rel, unix.O_RDONLY|unix.O_DIRECTORY)
+	fd, err := a.openRel(job.rel, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil, nil, nil
@@ -309,18 +321,22 @@ func (a *Agent) fixDirRecord(id, parent fileid.ID, name string, ino uint64) {
 }
 
 // setDirRecord writes a directory record (symlink + rename, so it is atomic).
+// A read-only session changes only its in-memory view.
 func (a *Agent) setDirRecord(id fileid.ID, rec *dirRec) error {
-	p := dirIndexPath(id)
-	if err := unix.Mkdirat(a.rootFD, dirsDir+"/"+shard(id), 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("index: %w", err)
-	}
-	tmp := p + ".tmp"
-	unix.Unlinkat(a.rootFD, tmp, 0)
-	if err := unix.Symlinkat(encodeDirRec(rec), a.rootFD, tmp); err != nil {
-		return fmt.Errorf("index record for %s: %w", id.Short(), err)
-	}
-	if err := unix.Renameat(a.rootFD, tmp, a.rootFD, p); err != nil {
-		return fmt.Errorf("index record for %s: %w", id.Short(), err)
+	if !a.readOnly {
+		dfd, err := a.dirShardFD(id)
+		if err != nil {
+			return fmt.Errorf("index: %w", err)
+		}
+		name := idName(id)
+		tmp := name + ".tmp"
+		unix.Unlinkat(dfd, tmp, 0)
+		if err := unix.Symlinkat(encodeDirRec(rec), dfd, tmp); err != nil {
+			return fmt.Errorf("index record for %s: %w", id.Short(), err)
+		}
+		if err := unix.Renameat(dfd, tmp, dfd, name); err != nil {
+			return fmt.Errorf("index record for %s: %w", id.Short(), err)
+		}
 	}
 	a.idx.mu.Lock()
 	if old, ok := a.idx.dirs[id]; ok && old.ino != rec.ino {
@@ -334,7 +350,11 @@ func (a *Agent) setDirRecord(id fileid.ID, rec *dirRec) error {
 }
 
 func (a *Agent) dropDirRecord(id fileid.ID) {
-	unix.Unlinkat(a.rootFD, dirIndexPath(id), 0)
+	if !a.readOnly {
+		if dfd, err := a.dirShardFD(id); err == nil {
+			unix.Unlinkat(dfd, idName(id), 0)
+		}
+	}
 	a.idx.mu.Lock()
 	if old, ok := a.idx.dirs[id]; ok {
 		delete(a.idx.byIno, old.ino)
@@ -352,7 +372,7 @@ func (a *Agent) reindexDirs() error {
 	seen := map[fileid.ID]bool{}
 	var walk func(rel string, id fileid.ID) error
 	walk = func(rel string, id fileid.ID) error {
-		fd, err := openBeneath(a.rootFD, rel, unix.O_RDONLY|unix.O_DIRECTORY)
+		fd, err := a.openRel(rel, unix.O_RDONLY|unix.O_DIRECTORY)
 		if err != nil {
 			return nil
 		}
@@ -387,7 +407,7 @@ func (a *Agent) reindexDirs() error {
 		return err
 	}
 	// Staged directories.
-	names, _ := readNames(a.rootFD, tmpDir)
+	names, _ := readNames(a.tmpFD, ".")
 	for _, n := range names {
 		st, err := statAt(a.tmpFD, n)
 		if err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {

@@ -21,7 +21,7 @@ const lockFile = ".georep/lock"
 // has not noticed yet) is superseded: asked to stop, then waited for. An
 // agent of another primary is not: the new session is refused.
 func (a *Agent) lockRoot(rootID fileid.ID) error {
-	fd, err := unix.Openat(a.rootFD, lockFile, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	fd, err := unix.Openat(a.metaFD, lockName, unix.O_RDWR|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return fmt.Errorf("lock %s: %w", lockFile, err)
 	}
@@ -85,11 +85,11 @@ func (a *Agent) helloReadOnly(h *protocol.Hello) (*protocol.HelloOK, error) {
 	a.rootFD = fd
 	a.rootID = h.RootID
 	a.fakeSuper = h.FakeSuper || a.opts.FakeSuper || os.Geteuid() != 0
-	if prev, err := readSmallFile(fd, rootIDFile); err == nil && fileid.ID(strings.TrimSpace(prev)) != h.RootID {
-		return nil, fmt.Errorf("secondary %s holds a replica of another primary tree (%s)", root, strings.TrimSpace(prev))
+	if err := a.openMeta(false); err != nil {
+		return nil, err
 	}
-	if tfd, err := openBeneath(fd, tmpDir, unix.O_RDONLY|unix.O_DIRECTORY); err == nil {
-		a.tmpFD = tfd
+	if prev, err := readSmallFile(a.metaFD, rootIDName); err == nil && fileid.ID(strings.TrimSpace(prev)) != h.RootID {
+		return nil, fmt.Errorf("secondary %s holds a replica of another primary tree (%s)", root, strings.TrimSpace(prev))
 	}
 	if err := a.loadIndex(); err != nil {
 		return nil, err
