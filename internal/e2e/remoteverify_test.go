@@ -60,7 +60,7 @@ func rvStartAgent(t testing.TB, primary, root string, idle, keepalive time.Durat
 	t.Helper()
 	rootID, err := fileid.OfPath(primary)
 	if err != nil {
-		t.Skipf("file handles unavailable here: %v", err)
+		testutil.CannotRun(t, "file handles unavailable here: %v", err)
 	}
 	toAgentR, toAgentW := io.Pipe()
 	fromAgentR, fromAgentW := io.Pipe()
@@ -516,7 +516,7 @@ func TestRemoteVerifyOverSSH(t *testing.T) {
 func TestRemoteVerifyFakeSuperOverSSH(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{User: "georeptest"})
+	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{User: testutil.TestUserName()})
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	os.Chmod(filepath.Dir(dir), 0o755) // the test's temp root is 0700

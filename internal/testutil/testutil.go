@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -220,6 +221,21 @@ func Workload(t testing.TB, args ...string) {
 	if s := strings.TrimSpace(out.String()); s != "" {
 		t.Logf("workload %s: %s", strings.Join(args, " "), tail([]byte(s), 2000))
 	}
+}
+
+// WorkloadAsync runs a Workload command line in the background (for
+// changes made while something else runs) and sends its error, nil when it
+// succeeded, on the channel returned once it is done.
+func WorkloadAsync(args ...string) <-chan error {
+	done := make(chan error, 1)
+	go func() {
+		err := workload.Main(args, io.Discard)
+		if err != nil {
+			err = fmt.Errorf("testutil: workload %s: %w", strings.Join(args, " "), err)
+		}
+		done <- err
+	}()
+	return done
 }
 
 // VerifyPy judges whether the replica dst matches src, with the command line

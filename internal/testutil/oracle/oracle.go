@@ -266,7 +266,7 @@ func scan(root string, pats []Pattern) (map[string]*entry, error) {
 	out := map[string]*entry{}
 	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) && p != root {
+			if p != root && gone(err) {
 				return nil
 			}
 			return err
@@ -287,7 +287,7 @@ func scan(root string, pats []Pattern) (map[string]*entry, error) {
 		}
 		e := &entry{rel: rel, abs: p}
 		if err := unix.Lstat(p, &e.st); err != nil {
-			if errors.Is(err, unix.ENOENT) {
+			if gone(err) {
 				return nil
 			}
 			return &fs.PathError{Op: "lstat", Path: p, Err: err}
@@ -296,6 +296,13 @@ func scan(root string, pats []Pattern) (map[string]*entry, error) {
 		return nil
 	})
 	return out, err
+}
+
+// gone tells whether err says that a path went away (or a directory on
+// it was replaced) while the tree was being read: a tree that changes
+// under the oracle is reported as it was seen, not as an error.
+func gone(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENOTDIR)
 }
 
 // group is a hardlink group: the sorted paths sharing one inode, joined by
@@ -341,7 +348,7 @@ func compareEntry(s, d *entry, o Options) ([]Difference, error) {
 		out = append(out, Difference{Kind: kind, Path: s.rel, Detail: fmt.Sprintf(format, args...)})
 	}
 	vanished := func(err error) ([]Difference, error) {
-		if errors.Is(err, fs.ErrNotExist) {
+		if gone(err) {
 			return []Difference{{Kind: Vanished, Path: s.rel}}, nil
 		}
 		return nil, err
