@@ -377,3 +377,29 @@ func TestUserCreatedWhenMissing(t *testing.T) {
 		t.Errorf("TestUserName() = %q unset", TestUserName())
 	}
 }
+
+// TestVerifyPyWithoutShared: with no shared/ anywhere, VerifyPy judges with
+// the repository's oracle alone, and still catches a difference.
+func TestVerifyPyWithoutShared(t *testing.T) {
+	t.Setenv("GEOREP_SHARED_DIR", filepath.Join(t.TempDir(), "no-shared-here"))
+	a := t.TempDir()
+	b := filepath.Join(t.TempDir(), "copy")
+	Workload(t, "populate", a, "--files", "40", "--dirs", "8", "--seed", "3")
+	Workload(t, "churn", a, "--scale", "0.05")
+	if out, err := exec.Command("cp", "-a", a, b).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v: %s", err, out)
+	}
+	ok, out := VerifyPy(t, a, b, "--mtime-ns")
+	if !ok || strings.Contains(out, "verify.py") {
+		t.Fatalf("cp -a copy (ok %v):\n%s", ok, out)
+	}
+	if err := os.Chmod(filepath.Join(b, "d00"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if ok, out := VerifyPy(t, a, b); ok || !strings.Contains(out, `mode: "d00"`) {
+		t.Fatalf("a changed mode went unseen:\n%s", out)
+	}
+	if ok, out := VerifyPy(t, a, b, "--exclude", "/d00/"); !ok {
+		t.Fatalf("an excluded difference was reported:\n%s", out)
+	}
+}

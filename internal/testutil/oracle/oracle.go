@@ -430,6 +430,10 @@ func compareEntry(s, d *entry, o Options) ([]Difference, error) {
 	return out, nil
 }
 
+// bufPool holds the read buffers of sameContent (one pair per comparing
+// goroutine at a time; allocating them per file cost more than the reads).
+var bufPool = sync.Pool{New: func() any { return &[2][]byte{make([]byte, 128<<10), make([]byte, 128<<10)} }}
+
 // sameContent compares two files byte for byte.
 func sameContent(a, b string) (bool, error) {
 	fa, err := os.Open(a)
@@ -442,7 +446,9 @@ func sameContent(a, b string) (bool, error) {
 		return false, err
 	}
 	defer fb.Close()
-	ba, bb := make([]byte, 256<<10), make([]byte, 256<<10)
+	bufs := bufPool.Get().(*[2][]byte)
+	defer bufPool.Put(bufs)
+	ba, bb := bufs[0], bufs[1]
 	for {
 		na, ea := io.ReadFull(fa, ba)
 		nb, eb := io.ReadFull(fb, bb)
