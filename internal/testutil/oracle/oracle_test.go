@@ -47,7 +47,7 @@ func sample(t *testing.T, root string) {
 	must(t, unix.Setxattr(filepath.Join(root, "a.txt"), "user.k", []byte("v1"), 0))
 	must(t, unix.Setxattr(filepath.Join(root, "d"), "user.dir", []byte("dv"), 0))
 	must(t, unix.Setxattr(filepath.Join(root, "d/b.txt"), "system.posix_acl_access", workload.EncodeACL(1001, 1002), 0))
-	must(t, unix.Setxattr(filepath.Join(root, "d/e"), "system.posix_acl_default", workload.EncodeACL(1003, 1004), 0))
+	must(t, unix.Setxattr(filepath.Join(root, "d/e"), "system.posix_acl_default", workload.EncodeDefaultACL(1003, 1004), 0))
 	// A .georep at the top is georep's, on either side: never compared.
 	w(".georep/ids/x", "index")
 }

@@ -210,7 +210,7 @@ func (c *churner) run() error {
 		}
 	}
 	for _, p := range c.take(c.n(50)) {
-		ok, err := setACL(p, accessACL, c.r.between(1000, 1010), c.r.between(1000, 1010))
+		ok, err := setACL(p, accessACL, EncodeACL(c.r.between(1000, 1010), c.r.between(1000, 1010)))
 		if err != nil {
 			return err
 		}
@@ -300,7 +300,7 @@ func (c *churner) oddNames() error {
 	if err := os.MkdirAll(odd, 0o755); err != nil {
 		return err
 	}
-	if ok, err := setACL(odd, defaultACL, 1001, 1002); err != nil {
+	if ok, err := setACL(odd, defaultACL, EncodeDefaultACL(1001, 1002)); err != nil {
 		return err
 	} else if ok {
 		c.bump("default-acl")
@@ -354,7 +354,9 @@ func (c *churner) dirRenamesAndDeletes() error {
 	}
 	var ds []string
 	for _, d := range dirs {
-		if d != c.root && strings.HasPrefix(filepath.Base(d), "f") {
+		// workload.py's f* directories: populate's fKK and earlier churns'
+		// frenNNN, not files turned into directories (file000123.dat).
+		if b := filepath.Base(d); d != c.root && strings.HasPrefix(b, "f") && !strings.HasSuffix(b, ".dat") {
 			ds = append(ds, d)
 		}
 	}
@@ -460,16 +462,24 @@ type aclEntry struct {
 	id        uint32
 }
 
-// EncodeACL returns the xattr value of an ACL granting the owner rw, a named
-// user uid rw, the owning group r, a named group gid r (mask rw) and others r.
-func EncodeACL(uid, gid int) []byte {
+// EncodeACL returns the xattr value of a file's ACL granting the owner rw,
+// a named user uid rw, the owning group r, a named group gid r (mask rw)
+// and others r.
+func EncodeACL(uid, gid int) []byte { return encodeACL(uid, gid, 6, 4) }
+
+// EncodeDefaultACL returns the xattr value of a directory's default ACL
+// as setfacl -d -m u::rwx,u:UID:rwx,g::rx,g:GID:rx,o::rx makes it: what is
+// created below inherits it (directories with rwx for the owner).
+func EncodeDefaultACL(uid, gid int) []byte { return encodeACL(uid, gid, 7, 5) }
+
+func encodeACL(uid, gid int, rw, r uint16) []byte {
 	es := []aclEntry{
-		{aclUserObj, 6, aclUndefID},
-		{aclUser, 6, uint32(uid)},
-		{aclGroupObj, 4, aclUndefID},
-		{aclGroup, 4, uint32(gid)},
-		{aclMask, 6, aclUndefID},
-		{aclOther, 4, aclUndefID},
+		{aclUserObj, rw, aclUndefID},
+		{aclUser, rw, uint32(uid)},
+		{aclGroupObj, r, aclUndefID},
+		{aclGroup, r, uint32(gid)},
+		{aclMask, rw, aclUndefID},
+		{aclOther, r, aclUndefID},
 	}
 	b := binary.LittleEndian.AppendUint32(nil, aclVersion)
 	for _, e := range es {
@@ -480,10 +490,10 @@ func EncodeACL(uid, gid int) []byte {
 	return b
 }
 
-// setACL sets an access or default ACL on p; false when the filesystem
-// has no ACLs.
-func setACL(p, attr string, uid, gid int) (bool, error) {
-	err := unix.Lsetxattr(p, attr, EncodeACL(uid, gid), 0)
+// setACL sets the xattr attr (an ACL) on p; false when the filesystem has
+// no ACLs.
+func setACL(p, attr string, value []byte) (bool, error) {
+	err := unix.Lsetxattr(p, attr, value, 0)
 	switch {
 	case err == nil:
 		return true, nil

@@ -41,7 +41,10 @@ type PopulateOptions struct {
 var DefaultPopulate = PopulateOptions{Files: 20000, Dirs: 200, LargeMiB: 64, Seed: 1}
 
 // rng is the one source of randomness of a run.
-type rng struct{ *rand.Rand }
+type rng struct {
+	*rand.Rand
+	src *rand.ChaCha8
+}
 
 func newRNG(seed uint64) rng {
 	var s [32]byte
@@ -51,7 +54,8 @@ func newRNG(seed uint64) rng {
 			s[i*8+j] = byte(v >> (8 * j))
 		}
 	}
-	return rng{rand.New(rand.NewChaCha8(s))}
+	src := rand.NewChaCha8(s)
+	return rng{rand.New(src), src}
 }
 
 // between returns a uniform integer in [lo, hi] (both included, as
@@ -65,12 +69,7 @@ func (r rng) between(lo, hi int) int {
 
 func (r rng) bytes(n int) []byte {
 	b := make([]byte, n)
-	for i := 0; i < n; i += 8 {
-		v := r.Uint64()
-		for j := 0; j < 8 && i+j < n; j++ {
-			b[i+j] = byte(v >> (8 * j))
-		}
-	}
+	r.src.Read(b) // never fails
 	return b
 }
 

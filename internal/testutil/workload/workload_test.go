@@ -146,8 +146,14 @@ func TestChurnCoversEveryKind(t *testing.T) {
 	if l, err := os.Readlink(filepath.Join(dir, "churn-new", "dangling")); err != nil || l != "/nonexistent/dangling" {
 		t.Errorf("dangling symlink: %q %v", l, err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "churn-new", "sym0000")); err != nil {
-		t.Errorf("symlink to a file does not resolve: %v", err)
+	resolved := 0
+	for n := range 100 {
+		if fi, err := os.Stat(filepath.Join(dir, "churn-new", fmt.Sprintf("sym%04d", n))); err == nil && fi.Mode().IsRegular() {
+			resolved++
+		}
+	}
+	if resolved < 25 { // directory renames and deletes (a third of the dirs) take the target of many
+		t.Errorf("%d of 100 symlinks resolve to a file", resolved)
 	}
 	linked := 0
 	for n := range 100 {
@@ -190,9 +196,9 @@ func TestChurnCoversEveryKind(t *testing.T) {
 		}
 		return nil
 	}))
-	// Directory deletes and renames may take some of what was changed
-	// before them; most must remain.
-	if renamedDirs != 20 || typeDirs < 5 || accessACLs < 25 || xattrs < 100 || owned < 250 {
+	// Directory deletes (of a renamed directory's parent, too) may take
+	// some of what was changed before them; most must remain.
+	if renamedDirs < 15 || typeDirs < 5 || accessACLs < 25 || xattrs < 100 || owned < 250 {
 		t.Errorf("renamed dirs %d, file-to-dir type changes %d, files with ACLs %d, with xattrs %d, chowned %d",
 			renamedDirs, typeDirs, accessACLs, xattrs, owned)
 	}
