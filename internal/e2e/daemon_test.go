@@ -232,7 +232,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 
 	// A churn, with the metrics scraped while it is applied.
-	churnDone := testutil.WorkloadAsync("churn", p, "--scale", "0.5")
+	churnDone := testutil.WorkloadAsync(t, "churn", p, "--scale", "0.5")
 	var scrapes []map[string]metrics.Sample
 	for waiting := true; waiting; {
 		select {

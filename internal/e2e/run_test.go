@@ -127,7 +127,7 @@ func TestRunKillRestart(t *testing.T) {
 	testutil.Workload(t, "populate", p, "--files", "5000", "--dirs", "60")
 	r := startRun(t, bin, nil, p, s, "--state-dir", st)
 	waitConverged(t, r, p, s, 60*time.Second)
-	churn := testutil.WorkloadAsync("churn", p, "--scale", "0.5")
+	churn := testutil.WorkloadAsync(t, "churn", p, "--scale", "0.5")
 	time.Sleep(400 * time.Millisecond)
 	r.cmd.Process.Kill()
 	<-r.done

@@ -17,6 +17,9 @@
 //
 //   - GEOREP_BIN: the georep binary to test (.ci/run sets it to bin/georep).
 //     Unset, GeorepBin builds ./cmd/georep once per test process.
+//   - GEOREP_TOOLS_DIR: a directory holding the workload and treeverify
+//     commands (.ci/run builds them into bin/). Unset, they are built from
+//     ./tools once per test process.
 //   - GEOREP_SHARED_DIR: the shared/ directory holding bench/workload.py and
 //     bench/verify.py (optional: where present, VerifyPy runs verify.py as a
 //     second oracle). Unset, it is found by walking up from the module root
@@ -38,8 +41,8 @@
 //     pair on 10.231.0.0/16 addresses, whose link can be cut and restored.
 //   - User / TestUser: an ordinary account, created when missing.
 //   - Workload / WorkloadAsync: workload.py's command lines (populate, churn,
-//     single) run by the Go generator in internal/testutil/workload.
-//   - VerifyPy: verify.py's command line judged by the Go oracle in
-//     internal/testutil/oracle and, where shared/ is present, by verify.py.
+//     single) run by tools/workload (internal/testutil/workload).
+//   - VerifyPy: verify.py's command line judged by tools/treeverify
+//     (internal/testutil/oracle) and, where shared/ is present, by verify.py.
 //   - SharedDir: shared/ itself, for a test that needs more of it.
 package testutil

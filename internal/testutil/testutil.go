@@ -4,16 +4,12 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/georep/georep/internal/testutil/oracle"
-	"github.com/georep/georep/internal/testutil/workload"
 )
 
 // RequireRoot ends the test through CannotRun unless it runs as root (CI
@@ -207,29 +203,34 @@ func findSharedDir() (string, error) {
 	}
 }
 
-// Workload runs the repository's workload generator (internal/testutil/
-// workload, in this process) on a command line of shared/bench/workload.py:
+// Workload runs the repository's workload generator (tools/workload, see
+// internal/testutil/workload) on a command line of shared/bench/workload.py:
 // "populate DIR --files N --dirs D --large K --large-mib M --seed S",
 // "churn DIR --scale X --seed S" or "single DIR NAME". It fails the test
 // if the workload fails; its output is logged (seen with -v or on failure).
 func Workload(t testing.TB, args ...string) {
 	t.Helper()
-	var out strings.Builder
-	if err := workload.Main(args, &out); err != nil {
-		t.Fatalf("testutil: workload %s: %v", strings.Join(args, " "), err)
+	out, code, err := runToolCmd(toolBin(t, workloadTool), args)
+	if err != nil || code != 0 {
+		t.Fatalf("testutil: workload %s: exit %d %v\n%s", strings.Join(args, " "), code, err, tail([]byte(out), 4000))
 	}
-	if s := strings.TrimSpace(out.String()); s != "" {
+	if s := strings.TrimSpace(out); s != "" {
 		t.Logf("workload %s: %s", strings.Join(args, " "), tail([]byte(s), 2000))
 	}
 }
 
-// WorkloadAsync runs a Workload command line in the background (for
+// WorkloadAsync starts a Workload command line in the background (for
 // changes made while something else runs) and sends its error, nil when it
 // succeeded, on the channel returned once it is done.
-func WorkloadAsync(args ...string) <-chan error {
+func WorkloadAsync(t testing.TB, args ...string) <-chan error {
+	t.Helper()
+	bin := toolBin(t, workloadTool)
 	done := make(chan error, 1)
 	go func() {
-		err := workload.Main(args, io.Discard)
+		out, code, err := runToolCmd(bin, args)
+		if err == nil && code != 0 {
+			err = fmt.Errorf("exit %d: %s", code, tail([]byte(out), 4000))
+		}
 		if err != nil {
 			err = fmt.Errorf("testutil: workload %s: %w", strings.Join(args, " "), err)
 		}
@@ -241,26 +242,26 @@ func WorkloadAsync(args ...string) <-chan error {
 // VerifyPy judges whether the replica dst matches src, with the command line
 // of shared/bench/verify.py (extra: --no-owner, --no-xattrs, --mtime-ns,
 // --dir-mtime, --exclude PATTERN; and --no-acls). The repository's own
-// oracle (internal/testutil/oracle) always judges; where shared/bench/
-// verify.py is present (see SharedDir) it judges too, as a second oracle,
-// and the trees match only when both say so. A difference is returned (ok
-// false, output listing it), not failed on; a bad command line or a tree
-// that cannot be read fails the test. The name is historical.
+// oracle (tools/treeverify, see internal/testutil/oracle) always judges;
+// where shared/bench/verify.py is present (see SharedDir) it judges too, as
+// a second oracle, and the trees match only when both say so. A difference
+// is returned (ok false, output listing it), not failed on; a bad command
+// line or a tree that cannot be read fails the test. The name is
+// historical.
 func VerifyPy(t testing.TB, src, dst string, extra ...string) (ok bool, output string) {
 	t.Helper()
 	args := append([]string{src, dst}, extra...)
-	var out strings.Builder
-	rep, err := oracle.Main(args, &out)
-	if err != nil {
-		t.Fatalf("testutil: oracle %s: %v", strings.Join(args, " "), err)
+	out, code, err := runToolCmd(toolBin(t, oracleTool), args)
+	if err != nil || (code != 0 && code != 1) {
+		t.Fatalf("testutil: treeverify %s: exit %d %v\n%s", strings.Join(args, " "), code, err, tail([]byte(out), 4000))
 	}
-	ok, output = rep.OK(), out.String()
+	ok, output = code == 0, out
 	if shared, err := findSharedDir(); err == nil {
 		pyOK, pyOut := verifyPyScript(t, filepath.Join(shared, "bench", "verify.py"), src, dst, extra)
 		if pyOK != ok {
-			t.Logf("testutil: the oracles disagree: internal/testutil/oracle says match=%v, verify.py says match=%v", ok, pyOK)
+			t.Logf("testutil: the oracles disagree: tools/treeverify says match=%v, verify.py says match=%v", ok, pyOK)
 		}
-		output = "oracle (internal/testutil/oracle):\n" + output + "verify.py (" + shared + "/bench):\n" + pyOut
+		output = "oracle (tools/treeverify):\n" + output + "verify.py (" + shared + "/bench):\n" + pyOut
 		ok = ok && pyOK
 	}
 	return ok, output

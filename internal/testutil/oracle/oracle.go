@@ -158,8 +158,10 @@ func kindOf(mode uint32) string {
 }
 
 // Compare compares the replica dst with the source src. An error means the
-// comparison could not be made (a root or a directory that cannot be read,
-// a bad pattern); differences are in the report.
+// comparison could not be made (the source root missing, a root that is not
+// a directory, a directory that cannot be read, a bad pattern);
+// differences are in the report. A replica root that does not exist is an
+// empty replica: everything is missing, the root (".") too.
 func Compare(src, dst string, o Options) (*Report, error) {
 	pats, err := patterns(o.Exclude)
 	if err != nil {
@@ -169,11 +171,18 @@ func Compare(src, dst string, o Options) (*Report, error) {
 	if err != nil {
 		return nil, fmt.Errorf("source: %w", err)
 	}
+	// A replica not made yet is an empty one, as verify.py sees it (a test
+	// polls until the replica has converged).
+	var r *Report
 	d, err := scan(dst, pats)
-	if err != nil {
+	if errors.Is(err, fs.ErrNotExist) && !pathExists(dst) {
+		d, r = map[string]*entry{}, &Report{Differences: []Difference{{Kind: Missing, Path: ".", Detail: "the replica root does not exist"}}}
+	} else if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
+	} else {
+		r = &Report{}
 	}
-	r := &Report{SourceEntries: len(s), ReplicaEntries: len(d)}
+	r.SourceEntries, r.ReplicaEntries = len(s), len(d)
 	var both []string
 	for _, rel := range sortedKeys(s) {
 		if _, ok := d[rel]; ok {
@@ -220,6 +229,11 @@ func Compare(src, dst string, o Options) (*Report, error) {
 		r.Differences = append(r.Differences, ds...)
 	}
 	return r, nil
+}
+
+func pathExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
 }
 
 func patterns(excl []string) ([]Pattern, error) {

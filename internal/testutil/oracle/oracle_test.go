@@ -241,13 +241,21 @@ func TestCompareWorkloadCopy(t *testing.T) {
 	}
 }
 
-// TestCompareRefusesWhatItCannotRead: a replica root that does not exist,
-// or a directory that cannot be read, is an error, never an empty tree.
+// TestCompareRefusesWhatItCannotRead: a source root that does not exist, a
+// root that is not a directory, or a directory that cannot be read, is an
+// error, never an empty tree; a replica root not made yet is an empty
+// replica, never a match.
 func TestCompareRefusesWhatItCannotRead(t *testing.T) {
 	src := t.TempDir()
 	sample(t, src)
-	if _, err := oracle.Compare(src, filepath.Join(t.TempDir(), "nope"), oracle.Options{}); !errors.Is(err, os.ErrNotExist) {
-		t.Errorf("missing replica root: got %v, want ErrNotExist", err)
+	if _, err := oracle.Compare(filepath.Join(t.TempDir(), "nope"), src, oracle.Options{}); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing source root: got %v, want ErrNotExist", err)
+	}
+	// A replica not made yet is empty (a test polls until it converges).
+	if r, err := oracle.Compare(src, filepath.Join(t.TempDir(), "nope"), oracle.Options{}); err != nil {
+		t.Errorf("missing replica root: %v", err)
+	} else if r.OK() || r.Counts()[oracle.Missing] != r.SourceEntries+1 || r.Differences[0].Path != "." {
+		t.Errorf("missing replica root: %s", report(r))
 	}
 	if _, err := oracle.Compare(src, filepath.Join(src, "a.txt"), oracle.Options{}); err == nil {
 		t.Error("a file as the replica root: no error")
