@@ -312,3 +312,30 @@ func TestParseArgs(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseArgs: no command line makes verify.py's parser panic; what it
+// refuses is a usage error, what it accepts has both roots and only
+// patterns that parse.
+func FuzzParseArgs(f *testing.F) {
+	for _, s := range []string{"S\x00D", "S\x00D\x00--exclude\x00*.o", "--mtime-ns\x00S\x00--exclude=/x/\x00D", "S\x00D\x00--show\x00x", "--\x00--S\x00D"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, line string) {
+		args := strings.Split(line, "\x00")
+		a, err := oracle.ParseArgs(args)
+		if err != nil {
+			if !errors.Is(err, oracle.ErrUsage) {
+				t.Fatalf("ParseArgs(%q): %v, not a usage error", args, err)
+			}
+			return
+		}
+		if a.Show < 0 {
+			t.Fatalf("ParseArgs(%q): show %d", args, a.Show)
+		}
+		for _, e := range a.Exclude {
+			if _, err := oracle.ParsePattern(e); err != nil {
+				t.Fatalf("ParseArgs(%q) accepted the pattern %q: %v", args, e, err)
+			}
+		}
+	})
+}
