@@ -76,6 +76,13 @@ func RequireTool(t testing.TB, name, debPackage string) string {
 	return p
 }
 
+// toolOrSkip is RequireTool's former name, kept for fixtures written
+// against it.
+func toolOrSkip(t testing.TB, name, debPackage string) string {
+	t.Helper()
+	return RequireTool(t, name, debPackage)
+}
+
 func isExecutable(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
