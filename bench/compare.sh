@@ -27,7 +27,9 @@ set -euo pipefail
 rounds=2
 [ "${1:-}" = --rounds ] && rounds=$2
 here=$(cd "$(dirname "$0")/.." && pwd)
-shared=$here/../shared; [ -d "$shared/bench" ] || shared=/work/shared
+shared=${GEOREP_SHARED_DIR:-}; d=$here # the first shared/ beside the checkout or above it
+while [ -z "$shared" ] && [ "$d" != / ]; do d=$(dirname "$d"); [ -f "$d/shared/bench/workload.py" ] && shared=$d/shared; done
+[ -n "$shared" ] || { echo "$0: needs shared/bench (workload.py, verify.py ...) beside the checkout or above it, or GEOREP_SHARED_DIR" >&2; exit 1; }
 export PATH=/usr/local/go/bin:$PATH
 (cd "$here" && go build -o bin/georep ./cmd/georep)
 georep=$here/bin/georep

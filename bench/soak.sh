@@ -37,8 +37,9 @@ esac
 [ "$(id -u)" -eq 0 ] || { echo "soak.sh: needs root (loop mount, sshd)" >&2; exit 2; }
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-shared=${GEOREP_SHARED_DIR:-$here/../shared}
-[ -f "$shared/bench/workload.py" ] || shared=/work/shared
+shared=${GEOREP_SHARED_DIR:-}; d=$here # the first shared/ beside the checkout or above it
+while [ -z "$shared" ] && [ "$d" != / ]; do d=$(dirname "$d"); [ -f "$d/shared/bench/workload.py" ] && shared=$d/shared; done
+[ -n "$shared" ] || { echo "$0: needs shared/bench (workload.py, verify.py ...) beside the checkout or above it, or GEOREP_SHARED_DIR" >&2; exit 1; }
 py=/usr/bin/python3; [ -x $py ] || py=python3
 export PYTHONDONTWRITEBYTECODE=1
 RANDOM=${SOAK_SEED:-$$}

@@ -1,34 +1,32 @@
 #!/usr/bin/env bash
-# Runs georep's main job on an embedded default: a sample tree replicated to a
-# local secondary directory, changed, replicated again, and verified.
+# Runs georep's main job on an embedded default: a sample tree (made by the
+# repository's own workload generator, tools/workload) replicated to a local
+# secondary directory, changed by its churn, replicated again, and verified
+# by georep verify and by the repository's independent oracle
+# (tools/treeverify). Needs only Go (at /usr/local/go or on PATH); run it as
+# root so that owners travel too.
 #
-#   scripts/demo.sh [WORKDIR]      (default /tmp/georep-demo)
+#   scripts/demo.sh [WORKDIR]      (default ${TMPDIR:-/tmp}/georep-demo)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-work=${1:-/tmp/georep-demo}
+work=${1:-${TMPDIR:-/tmp}/georep-demo}
 export PATH=/usr/local/go/bin:$PATH
+command -v go >/dev/null || { echo "demo.sh: go not found (install Go 1.26 at /usr/local/go)" >&2; exit 1; }
 cd "$here"
+echo "== building bin/georep, bin/workload, bin/treeverify"
 go build -o bin/georep ./cmd/georep
-georep=$here/bin/georep
-shared=""
-for d in "$here/../shared" /work/shared; do [ -f "$d/bench/workload.py" ] && { shared=$d; break; }; done
+go build -o bin/workload ./tools/workload
+go build -o bin/treeverify ./tools/treeverify
 rm -rf "$work"; mkdir -p "$work"
 primary=$work/primary secondary=$work/secondary
-if [ -n "$shared" ]; then
-  python3 "$shared/bench/workload.py" populate "$primary" --files 5000 --dirs 50
-else
-  mkdir -p "$primary"
-  for i in $(seq 1 500); do mkdir -p "$primary/d$((i % 10))"; head -c $((RANDOM % 16384)) /dev/urandom > "$primary/d$((i % 10))/f$i"; done
-fi
+bin/workload populate "$primary" --files 5000 --dirs 50
 echo "== first sync"
-"$georep" sync "$primary" "$secondary" --state-dir "$work/state"
+bin/georep sync "$primary" "$secondary" --state-dir "$work/state"
 echo "== changing the primary"
-if [ -n "$shared" ]; then
-  python3 "$shared/bench/workload.py" churn "$primary" --scale 0.25
-else
-  mv "$primary/d1" "$primary/d1-renamed"; rm -f "$primary"/d2/*; echo more >> "$primary/d3/f3"; ln -s d3 "$primary/link"
-fi
+bin/workload churn "$primary" --scale 0.25
 echo "== second sync (renames travel as renames)"
-"$georep" sync "$primary" "$secondary" --state-dir "$work/state"
-echo "== verify"
-"$georep" verify "$primary" "$secondary"
+bin/georep sync "$primary" "$secondary" --state-dir "$work/state"
+echo "== georep verify"
+bin/georep verify "$primary" "$secondary"
+echo "== the independent oracle (tools/treeverify)"
+bin/treeverify "$primary" "$secondary" --mtime-ns

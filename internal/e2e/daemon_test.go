@@ -232,15 +232,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	}
 
 	// A churn, with the metrics scraped while it is applied.
-	churnDone := make(chan error, 1)
-	go func() {
-		cmd := exec.Command("python3", filepath.Join(testutil.SharedDir(t), "bench", "workload.py"), "churn", p, "--scale", "0.5")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("%v: %s", err, out)
-		}
-		churnDone <- err
-	}()
+	churnDone := testutil.WorkloadAsync(t, "churn", p, "--scale", "0.5")
 	var scrapes []map[string]metrics.Sample
 	for waiting := true; waiting; {
 		select {

@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -194,7 +193,6 @@ func partialFiles(s string) []string {
 func TestFaultENOSPC(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	testutil.SharedDir(t)
 	mnt := testutil.TinyFS(t, 4) // about 2.6 MiB free
 	dir := t.TempDir()
 	p, s, st := filepath.Join(dir, "P"), filepath.Join(mnt, "S"), filepath.Join(dir, "state")
@@ -277,7 +275,6 @@ func slices_contains(xs []string, x string) bool {
 func TestFaultENOSPCInodes(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	testutil.SharedDir(t)
 	mnt := testutil.TinyFS(t, 8)
 	dir := t.TempDir()
 	p, s, st := filepath.Join(dir, "P"), filepath.Join(mnt, "S"), filepath.Join(dir, "state")
@@ -321,7 +318,6 @@ func TestFaultENOSPCInodes(t *testing.T) {
 func TestFaultENOSPCHardlinkedRewrite(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	testutil.SharedDir(t)
 	mnt := testutil.TinyFS(t, 4)
 	dir := t.TempDir()
 	p, s, st := filepath.Join(dir, "P"), filepath.Join(mnt, "S"), filepath.Join(dir, "state")
@@ -370,12 +366,12 @@ func newOpenGate(t *testing.T, paths []string, decide func(pid int, path string)
 	t.Helper()
 	fd, err := unix.FanotifyInit(unix.FAN_CLASS_CONTENT|unix.FAN_CLOEXEC|unix.FAN_NONBLOCK, unix.O_RDONLY|unix.O_LARGEFILE)
 	if err != nil {
-		t.Skipf("fanotify permission events unavailable: %v", err)
+		testutil.CannotRun(t, "fanotify permission events unavailable (a kernel without CONFIG_FANOTIFY_ACCESS_PERMISSIONS?): %v", err)
 	}
 	for _, p := range paths {
 		if err := unix.FanotifyMark(fd, unix.FAN_MARK_ADD, unix.FAN_OPEN_PERM, unix.AT_FDCWD, p); err != nil {
 			unix.Close(fd)
-			t.Skipf("fanotify mark %s: %v", p, err)
+			testutil.CannotRun(t, "fanotify mark %s: %v", p, err)
 		}
 	}
 	g := &openGate{f: os.NewFile(uintptr(fd), "fanotify"), done: make(chan struct{})}
@@ -428,7 +424,6 @@ func (g *openGate) Close() {
 func TestFaultUnreadableFile(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	testutil.SharedDir(t)
 	dir := workdir(t)
 	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
 	for i := range 30 {
@@ -508,7 +503,6 @@ func mustGlob(t *testing.T, pattern string) string {
 func TestFaultVanishedFiles(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	testutil.SharedDir(t)
 	dir := workdir(t)
 	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
 	for i := range 20 {
@@ -551,23 +545,13 @@ func TestFaultVanishedFiles(t *testing.T) {
 // ---------------------------------------------------------------------------
 // A primary that runs as an ordinary user
 
-const testUser = "georeptest"
-
-// asUser returns a command running bin as testUser with no capabilities.
+// asUser returns a command running bin as the test user (created when
+// missing, see testutil.TestUser) with no capabilities.
 func asUser(t *testing.T, bin string, args ...string) *exec.Cmd {
 	t.Helper()
-	setpriv, err := exec.LookPath("setpriv")
-	if err != nil {
-		t.Skip("setpriv (util-linux) is missing")
-	}
-	if _, err := user.Lookup(testUser); err != nil {
-		// As testutil creates it (for its sshd fixtures).
-		exec.Command("useradd", "-m", "-s", "/bin/bash", "-p", "*", "-c", "georep test user", testUser).Run()
-		if _, err := user.Lookup(testUser); err != nil {
-			t.Skipf("no user %s: %v", testUser, err)
-		}
-	}
-	return exec.Command(setpriv, append([]string{"--reuid=" + testUser, "--regid=" + testUser, "--clear-groups",
+	setpriv := testutil.RequireTool(t, "setpriv", "util-linux")
+	u := testutil.TestUser(t)
+	return exec.Command(setpriv, append([]string{"--reuid=" + strconv.Itoa(u.UID), "--regid=" + strconv.Itoa(u.GID), "--clear-groups",
 		"--inh-caps=-all", "--bounding-set=-all", bin}, args...)...)
 }
 
@@ -583,7 +567,7 @@ func userSync(t *testing.T, bin, p, s, st string) stepResult {
 	if errors.As(err, &ee) {
 		res.Exit = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("georep sync as %s: %v", testUser, err)
+		t.Fatalf("georep sync as %s: %v", testutil.TestUserName(), err)
 	}
 	res.HasSum = json.Unmarshal(out.Bytes(), &res.Sum) == nil && out.Len() > 0
 	return res
@@ -603,13 +587,10 @@ func userTree(t *testing.T) (p, s, st string) {
 	return p, s, st
 }
 
+// chownUser gives the paths to the test user (created when missing).
 func chownUser(t *testing.T, paths ...string) {
 	t.Helper()
-	for _, p := range paths {
-		if out, err := exec.Command("chown", "-R", testUser+":"+testUser, p).CombinedOutput(); err != nil {
-			t.Fatalf("chown %s: %v %s", p, err, out)
-		}
-	}
+	testutil.TestUser(t).Chown(t, paths...)
 }
 
 func fakeSuperVerify(t *testing.T, bin, p, s string) (bool, string) {
@@ -634,7 +615,7 @@ func TestFaultNonRootUnreadableFile(t *testing.T) {
 	mustDo(t, os.Chown(filepath.Join(p, "d", "secret"), 0, 0))
 	mustDo(t, os.Chmod(filepath.Join(p, "d", "secret"), 0o600))
 	res := userSync(t, bin, p, s, st)
-	t.Logf("as %s: %s", testUser, res)
+	t.Logf("as %s: %s", testutil.TestUserName(), res)
 	if res.Exit == 0 || !res.HasSum || res.Sum.OK {
 		t.Fatalf("a sync that could not read a file succeeded: %s", res)
 	}
@@ -702,7 +683,6 @@ func TestFaultNonRootUnreadableDir(t *testing.T) {
 func TestDirMtimeAfterContentChange(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	testutil.SharedDir(t)
 	dir := t.TempDir()
 	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
 	mustWrite(t, filepath.Join(p, "d", "f"), "one")
@@ -759,13 +739,13 @@ func holdWrite(t *testing.T, path string, data []byte) *heldWrite {
 	}
 	fd, _, e := unix.Syscall(unix.SYS_USERFAULTFD, unix.O_CLOEXEC, 0, 0)
 	if e != 0 {
-		t.Skipf("userfaultfd: %v", e)
+		testutil.CannotRun(t, "userfaultfd: %v", e)
 	}
 	h := &heldWrite{uffd: int(fd), data: data, msg: make([]byte, 32), done: make(chan error, 1)}
 	api := [3]uint64{uffdAPI, 0, 0}
 	if err := uffdIoctl(h.uffd, uffdioAPI, unsafe.Pointer(&api)); err != nil {
 		unix.Close(h.uffd)
-		t.Skipf("userfaultfd API: %v", err)
+		testutil.CannotRun(t, "userfaultfd API: %v", err)
 	}
 	mem, err := unix.Mmap(-1, 0, len(data), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
 	mustDo(t, err)
@@ -774,7 +754,7 @@ func holdWrite(t *testing.T, path string, data []byte) *heldWrite {
 	if err := uffdIoctl(h.uffd, uffdioRegister, unsafe.Pointer(&reg)); err != nil {
 		unix.Munmap(mem)
 		unix.Close(h.uffd)
-		t.Skipf("userfaultfd register: %v", err)
+		testutil.CannotRun(t, "userfaultfd register: %v", err)
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY, 0)
 	mustDo(t, err)
@@ -838,7 +818,6 @@ func TestFaultWriteRacingRead(t *testing.T) {
 		"write's D record and re-sends; one-shot sync does not)")
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	testutil.SharedDir(t)
 	dir := t.TempDir()
 	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
 	page := os.Getpagesize()
@@ -900,7 +879,6 @@ func stageDirByHand(t *testing.T, sec, rel string) {
 func TestCrashStagedDirMetadata(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	testutil.SharedDir(t)
 	dir := t.TempDir()
 	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
 	mustWrite(t, filepath.Join(p, "A", "d", "f"), "inside")
@@ -931,7 +909,6 @@ func TestCrashStagedDirMetadata(t *testing.T) {
 func TestCrashStagedDirRecordLagging(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	testutil.SharedDir(t)
 	dir := t.TempDir()
 	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
 	mustWrite(t, filepath.Join(p, "A", "d", "sub", "f"), "inside")

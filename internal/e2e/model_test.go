@@ -3,7 +3,7 @@ package e2e
 // The reliability suite's model-based tests: random sequences of every kind
 // of change a replicator must carry, made on a real primary tree and
 // interleaved with replication steps; after each sequence the trees must
-// verify identical with the shared oracle (verify.py) and with georep verify.
+// verify identical with the tree oracle (testutil.VerifyPy) and with georep verify.
 // The crash trials SIGKILL the replication at random points and require the
 // next step to converge.
 //
@@ -1101,7 +1101,6 @@ type modelTotals struct {
 func TestModelRandomSequences(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	testutil.SharedDir(t)
 	base := testutil.LoopExt4(t, 1024)
 	seeds := modelSeeds(t, "GEOREP_MODEL_SEED", envInt("GEOREP_MODEL_SEQUENCES", 100))
 	var tot modelTotals
@@ -1331,7 +1330,6 @@ func crashTrial(t *testing.T, bin, dir string, seed int64, mk func(p, s, st stri
 func TestModelCrashTrials(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	testutil.SharedDir(t)
 	base := testutil.LoopExt4(t, 2048)
 	for i, seed := range modelSeeds(t, "GEOREP_CRASH_SEED", envInt("GEOREP_CRASH_TRIALS", 20)) {
 		t.Run(fmt.Sprintf("seed=%d", seed), func(t *testing.T) {
@@ -1350,7 +1348,6 @@ func TestModelCrashTrials(t *testing.T) {
 func TestModelCrashTrialsSSH(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	testutil.SharedDir(t)
 	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{})
 	base := testutil.LoopExt4(t, 1024)
 	for i, seed := range modelSeeds(t, "GEOREP_CRASH_SEED", envInt("GEOREP_CRASH_SSH_TRIALS", 4)) {

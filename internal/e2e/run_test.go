@@ -127,14 +127,13 @@ func TestRunKillRestart(t *testing.T) {
 	testutil.Workload(t, "populate", p, "--files", "5000", "--dirs", "60")
 	r := startRun(t, bin, nil, p, s, "--state-dir", st)
 	waitConverged(t, r, p, s, 60*time.Second)
-	churn := exec.Command("python3", filepath.Join(testutil.SharedDir(t), "bench", "workload.py"), "churn", p, "--scale", "0.5")
-	if err := churn.Start(); err != nil {
-		t.Fatal(err)
-	}
+	churn := testutil.WorkloadAsync(t, "churn", p, "--scale", "0.5")
 	time.Sleep(400 * time.Millisecond)
 	r.cmd.Process.Kill()
 	<-r.done
-	churn.Wait()
+	if err := <-churn; err != nil {
+		t.Fatal(err)
+	}
 	// More changes while it is down.
 	os.WriteFile(filepath.Join(p, "while-down.txt"), []byte("written while georep was down\n"), 0o644)
 	os.Rename(filepath.Join(p, "d00"), filepath.Join(p, "d00-renamed-while-down"))
@@ -167,9 +166,7 @@ func TestRunOverflowRecovers(t *testing.T) {
 // and crawls periodically instead.
 func TestRunWithoutJournalFallsBack(t *testing.T) {
 	testutil.RequireRoot(t)
-	if _, err := exec.LookPath("setpriv"); err != nil {
-		t.Skip("setpriv not installed")
-	}
+	testutil.RequireTool(t, "setpriv", "util-linux")
 	bin := testutil.GeorepBin(t)
 	dir := t.TempDir()
 	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")

@@ -139,7 +139,7 @@ func TestForcedCommandKey(t *testing.T) {
 func TestNonRootSecondaryFakeSuper(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{User: "georeptest"})
+	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{User: testutil.TestUserName()})
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	os.Chmod(filepath.Dir(dir), 0o755) // the test's temp root is 0700

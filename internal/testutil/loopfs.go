@@ -40,10 +40,10 @@ var losetupMu sync.Mutex
 func loopFS(t testing.TB, sizeMiB int, mkfsArgs ...string) string {
 	t.Helper()
 	RequireRoot(t)
-	mkfs := toolOrSkip(t, "mkfs.ext4", "e2fsprogs")
-	toolOrSkip(t, "losetup", "mount")
-	toolOrSkip(t, "mount", "mount")
-	toolOrSkip(t, "umount", "mount")
+	mkfs := RequireTool(t, "mkfs.ext4", "e2fsprogs")
+	RequireTool(t, "losetup", "mount")
+	RequireTool(t, "mount", "mount")
+	RequireTool(t, "umount", "mount")
 	if sizeMiB < 1 {
 		t.Fatalf("testutil: filesystem size %d MiB: want at least 1", sizeMiB)
 	}

@@ -78,8 +78,8 @@ var (
 func NewNetnsPair(t testing.TB) *NetnsPair {
 	t.Helper()
 	RequireRoot(t)
-	toolOrSkip(t, "ip", "iproute2")
-	toolOrSkip(t, "nsenter", "util-linux")
+	RequireTool(t, "ip", "iproute2")
+	RequireTool(t, "nsenter", "util-linux")
 	sweepStaleNetns()
 
 	n := netnsSeq.Add(1)

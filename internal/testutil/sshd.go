@@ -117,10 +117,10 @@ func StartSSHDInNetns(t testing.TB, ns *NetnsPair, opts SSHDOptions) *SSHD {
 func newSSHD(t testing.TB, opts SSHDOptions, host string, ns *NetnsPair) *SSHD {
 	t.Helper()
 	if !isExecutable(SSHDPath) {
-		t.Skipf("testutil: %s is missing (apt-get install openssh-server; .ci/run installs it)", SSHDPath)
+		CannotRun(t, "testutil: %s is missing (apt-get install openssh-server; .ci/run installs it)", SSHDPath)
 	}
-	toolOrSkip(t, "ssh", "openssh-client")
-	keygen := toolOrSkip(t, "ssh-keygen", "openssh-client")
+	RequireTool(t, "ssh", "openssh-client")
+	keygen := RequireTool(t, "ssh-keygen", "openssh-client")
 
 	me, err := user.Current()
 	if err != nil {
@@ -132,7 +132,7 @@ func newSSHD(t testing.TB, opts SSHDOptions, host string, ns *NetnsPair) *SSHD {
 	}
 	if name != me.Username {
 		if os.Geteuid() != 0 {
-			t.Skipf("testutil: an sshd for user %q needs root", name)
+			CannotRun(t, "testutil: an sshd for user %q needs root", name)
 		}
 		ensureUser(t, name)
 	}
@@ -230,7 +230,13 @@ func ensureUser(t testing.TB, name string) {
 	if _, err := user.Lookup(name); err == nil {
 		return
 	}
-	err := runTool("useradd", "-m", "-s", "/bin/bash", "-p", "*", "-c", "georep test user", name)
+	args := []string{"-m", "-s", "/bin/bash", "-p", "*", "-c", "georep test user"}
+	if _, err := user.LookupGroup(name); err == nil {
+		args = append(args, "-g", name) // a group left behind by an earlier userdel
+	} else {
+		args = append(args, "-U")
+	}
+	err := runTool("useradd", append(args, name)...)
 	if _, lerr := user.Lookup(name); lerr != nil { // another test process may have won the race
 		t.Fatalf("testutil: creating user %s: %v", name, err)
 	}

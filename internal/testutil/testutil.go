@@ -12,11 +12,12 @@ import (
 	"testing"
 )
 
-// RequireRoot skips the test unless it runs as root (CI runs as root).
+// RequireRoot ends the test through CannotRun unless it runs as root (CI
+// runs as root): a skip on a developer's machine, a failure under CI.
 func RequireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("testutil: this test needs root (CI runs `bash .ci/run` as root)")
+		CannotRun(t, "testutil: this test needs root (CI runs `bash .ci/run` as root)")
 	}
 }
 
@@ -63,15 +64,23 @@ func lookupTool(name string) (string, error) {
 	return "", fmt.Errorf("%s not found on PATH nor in the system directories", name)
 }
 
-// toolOrSkip returns the path of a tool, or skips the test naming the
+// RequireTool returns the path of a system tool (on PATH or in the usual
+// system directories), or ends the test through CannotRun naming the Debian
 // package that brings it.
-func toolOrSkip(t testing.TB, name, debPackage string) string {
+func RequireTool(t testing.TB, name, debPackage string) string {
 	t.Helper()
 	p, err := lookupTool(name)
 	if err != nil {
-		t.Skipf("testutil: %s is missing (apt-get install %s; .ci/run installs it)", name, debPackage)
+		CannotRun(t, "testutil: %s is missing (apt-get install %s; .ci/run installs it)", name, debPackage)
 	}
 	return p
+}
+
+// toolOrSkip is RequireTool's former name, kept for fixtures written
+// against it.
+func toolOrSkip(t testing.TB, name, debPackage string) string {
+	t.Helper()
+	return RequireTool(t, name, debPackage)
 }
 
 func isExecutable(p string) bool {
@@ -102,7 +111,7 @@ func GeorepBin(t testing.TB) string {
 	georepBuild.once.Do(buildGeorep)
 	switch {
 	case georepBuild.skip != "":
-		t.Skip(georepBuild.skip)
+		CannotRun(t, "%s", georepBuild.skip)
 	case georepBuild.err != nil:
 		t.Fatalf("testutil: %v", georepBuild.err)
 	}
@@ -162,13 +171,14 @@ func buildGeorep() {
 
 // SharedDir returns the project's shared/ directory (the one holding
 // bench/workload.py): $GEOREP_SHARED_DIR, or the first "shared" found walking
-// up from the module root (/work/shared here, <clone>/../shared in CI).
-// It skips the test when there is none.
+// up from the module root (<clone>/../shared). The suite does not need it
+// (Workload and VerifyPy run the repository's own tools); a test that does
+// need it ends through CannotRun when there is none (a failure under CI).
 func SharedDir(t testing.TB) string {
 	t.Helper()
 	d, err := findSharedDir()
 	if err != nil {
-		t.Skipf("testutil: %v", err)
+		CannotRun(t, "testutil: %v", err)
 	}
 	return d
 }
@@ -200,41 +210,86 @@ func findSharedDir() (string, error) {
 	}
 }
 
-func benchScript(t testing.TB, name string) (python, script string) {
-	t.Helper()
-	script = filepath.Join(SharedDir(t), "bench", name)
-	// Debian's python3 (which .ci/run installs) first: a pyenv shim on PATH
-	// costs ~0.4 s a start on a loaded machine.
-	python = "/usr/bin/python3"
-	if !isExecutable(python) {
-		python = toolOrSkip(t, "python3", "python3")
-	}
-	return python, script
-}
-
-// Workload runs `python3 <shared>/bench/workload.py args...` (populate, churn,
-// single: see shared/bench/README.md) and fails the test if it fails. Its
-// output is logged (seen with -v or on failure).
+// Workload runs the repository's workload generator (tools/workload, see
+// internal/testutil/workload) on a command line of shared/bench/workload.py:
+// "populate DIR --files N --dirs D --large K --large-mib M --seed S",
+// "churn DIR --scale X --seed S" or "single DIR NAME". It fails the test
+// if the workload fails; its output is logged (seen with -v or on failure).
 func Workload(t testing.TB, args ...string) {
 	t.Helper()
-	python, script := benchScript(t, "workload.py")
-	cmd := exec.Command(python, append([]string{script}, args...)...)
-	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("testutil: workload.py %s: %v\n%s", strings.Join(args, " "), err, tail(out, 4000))
+	out, code, err := runToolCmd(toolBin(t, workloadTool), args)
+	if err != nil || code != 0 {
+		t.Fatalf("testutil: workload %s: exit %d %v\n%s", strings.Join(args, " "), code, err, tail([]byte(out), 4000))
 	}
-	t.Logf("workload.py %s: %s", strings.Join(args, " "), strings.TrimSpace(tail(out, 2000)))
+	if s := strings.TrimSpace(out); s != "" {
+		t.Logf("workload %s: %s", strings.Join(args, " "), tail([]byte(s), 2000))
+	}
 }
 
-// VerifyPy runs `python3 <shared>/bench/verify.py src dst extra...`, the
-// replica oracle, and reports whether the trees match (exit 0) together with
-// its output. A difference (exit 1) is returned, not failed on; a crash or a
-// usage error fails the test.
+// WorkloadAsync starts a Workload command line in the background (for
+// changes made while something else runs) and sends its error, nil when it
+// succeeded, on the channel returned once it is done.
+func WorkloadAsync(t testing.TB, args ...string) <-chan error {
+	t.Helper()
+	bin := toolBin(t, workloadTool)
+	done := make(chan error, 1)
+	go func() {
+		out, code, err := runToolCmd(bin, args)
+		if err == nil && code != 0 {
+			err = fmt.Errorf("exit %d: %s", code, tail([]byte(out), 4000))
+		}
+		if err != nil {
+			err = fmt.Errorf("testutil: workload %s: %w", strings.Join(args, " "), err)
+		}
+		done <- err
+	}()
+	return done
+}
+
+// VerifyPy judges whether the replica dst matches src, with the command line
+// of shared/bench/verify.py (extra: --no-owner, --no-xattrs, --mtime-ns,
+// --dir-mtime, --exclude PATTERN; and --no-acls). The repository's own
+// oracle (tools/treeverify, see internal/testutil/oracle) always judges;
+// where shared/bench/verify.py is present (see SharedDir) it judges too, as
+// a second oracle, and the trees match only when both say so. A difference
+// is returned (ok false, output listing it), not failed on; a bad command
+// line or a tree that cannot be read fails the test. The name is
+// historical.
 func VerifyPy(t testing.TB, src, dst string, extra ...string) (ok bool, output string) {
 	t.Helper()
-	python, script := benchScript(t, "verify.py")
-	cmd := exec.Command(python, append([]string{script, src, dst}, extra...)...)
+	args := append([]string{src, dst}, extra...)
+	out, code, err := runToolCmd(toolBin(t, oracleTool), args)
+	if err != nil || (code != 0 && code != 1) {
+		t.Fatalf("testutil: treeverify %s: exit %d %v\n%s", strings.Join(args, " "), code, err, tail([]byte(out), 4000))
+	}
+	ok, output = code == 0, out
+	if shared, err := findSharedDir(); err == nil {
+		pyOK, pyOut := verifyPyScript(t, filepath.Join(shared, "bench", "verify.py"), src, dst, extra)
+		if pyOK != ok {
+			t.Logf("testutil: the oracles disagree: tools/treeverify says match=%v, verify.py says match=%v", ok, pyOK)
+		}
+		output = "oracle (tools/treeverify):\n" + output + "verify.py (" + shared + "/bench):\n" + pyOut
+		ok = ok && pyOK
+	}
+	return ok, output
+}
+
+// verifyPyScript runs shared/bench/verify.py with the flags it knows.
+func verifyPyScript(t testing.TB, script, src, dst string, extra []string) (bool, string) {
+	t.Helper()
+	// Debian's python3 (which .ci/run installs) first: a pyenv shim on PATH
+	// costs ~0.4 s a start on a loaded machine.
+	python := "/usr/bin/python3"
+	if !isExecutable(python) {
+		python = RequireTool(t, "python3", "python3")
+	}
+	args := []string{script, src, dst}
+	for _, a := range extra {
+		if a != "--no-acls" && a != "--no-mtime" { // ours only
+			args = append(args, a)
+		}
+	}
+	cmd := exec.Command(python, args...)
 	cmd.Env = append(os.Environ(), "PYTHONDONTWRITEBYTECODE=1")
 	out, err := cmd.CombinedOutput()
 	if err == nil {
@@ -244,7 +299,7 @@ func VerifyPy(t testing.TB, src, dst string, extra ...string) (ok bool, output s
 	if errors.As(err, &ee) && ee.ExitCode() == 1 {
 		return false, string(out)
 	}
-	t.Fatalf("testutil: verify.py %s %s %s: %v\n%s", src, dst, strings.Join(extra, " "), err, tail(out, 4000))
+	t.Fatalf("testutil: verify.py %s: %v\n%s", strings.Join(args[1:], " "), err, tail(out, 4000))
 	return false, string(out)
 }
 

@@ -2,9 +2,11 @@ package testutil
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -121,16 +123,17 @@ func TestSSHDKillRestart(t *testing.T) {
 func TestSSHDOtherUser(t *testing.T) {
 	RequireRoot(t)
 	t.Parallel()
-	s := StartSSHD(t, SSHDOptions{User: "georeptest"})
-	if s.User != "georeptest" {
+	name := TestUserName()
+	s := StartSSHD(t, SSHDOptions{User: name})
+	if s.User != name {
 		t.Fatalf("User = %q", s.User)
 	}
 	out, err := s.Run(t, "id", "-un")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out != "georeptest\n" {
-		t.Fatalf("logged in as %q, want georeptest", out)
+	if out != name+"\n" {
+		t.Fatalf("logged in as %q, want %s", out, name)
 	}
 }
 
@@ -301,5 +304,102 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// fakeTB records what CannotRun does instead of ending the test.
+type fakeTB struct {
+	testing.TB
+	failed, skipped string
+}
+
+func (f *fakeTB) Helper()                        {}
+func (f *fakeTB) Fatalf(format string, a ...any) { f.failed = fmt.Sprintf(format, a...) }
+func (f *fakeTB) Skip(a ...any)                  { f.skipped = fmt.Sprint(a...) }
+
+// TestCannotRunFailsUnderCI: what cannot run is a skip for a developer and a
+// failure under CI, naming what is missing either way.
+func TestCannotRunFailsUnderCI(t *testing.T) {
+	for _, c := range []struct {
+		ci   string
+		fail bool
+	}{{"", false}, {"false", false}, {"0", false}, {"true", true}, {"1", true}, {"yes", true}} {
+		t.Setenv("CI", c.ci)
+		f := &fakeTB{TB: t}
+		CannotRun(f, "no %s here", "widget")
+		got := f.skipped
+		if c.fail {
+			got = f.failed
+		}
+		if !strings.Contains(got, "no widget here") || (f.failed != "") != c.fail || (f.skipped != "") == c.fail {
+			t.Errorf("CI=%q: failed %q, skipped %q", c.ci, f.failed, f.skipped)
+		}
+	}
+}
+
+// TestUserCreatedWhenMissing: User makes an account that did not exist
+// (with its own group), is idempotent, and TestUserName follows
+// GEOREP_TEST_USER.
+func TestUserCreatedWhenMissing(t *testing.T) {
+	RequireRoot(t)
+	name := fmt.Sprintf("grtu%d", os.Getpid()%1000000)
+	if _, err := user.Lookup(name); err == nil {
+		t.Fatalf("user %s exists already", name)
+	}
+	t.Cleanup(func() {
+		if err := runTool("userdel", "-r", name); err != nil {
+			t.Logf("removing the user this test made: %v", err)
+		}
+	})
+	t.Setenv("GEOREP_TEST_USER", name)
+	if TestUserName() != name {
+		t.Fatalf("TestUserName() = %q with GEOREP_TEST_USER=%s", TestUserName(), name)
+	}
+	a := TestUser(t)
+	if a.Name != name || a.UID == 0 || a.GID == 0 {
+		t.Fatalf("account %+v", a)
+	}
+	g, err := user.LookupGroupId(strconv.Itoa(a.GID))
+	if err != nil || g.Name != name {
+		t.Errorf("primary group %v, %v: want a group %s", g, err, name)
+	}
+	if b := User(t, name); b != a {
+		t.Errorf("again: %+v, want %+v", b, a)
+	}
+	dir := t.TempDir()
+	a.Chown(t, dir)
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil || int(st.Uid) != a.UID || int(st.Gid) != a.GID {
+		t.Errorf("Chown: owner %d:%d, %v", st.Uid, st.Gid, err)
+	}
+	t.Setenv("GEOREP_TEST_USER", "")
+	if TestUserName() != DefaultTestUser {
+		t.Errorf("TestUserName() = %q unset", TestUserName())
+	}
+}
+
+// TestVerifyPyWithoutShared: with no shared/ anywhere, VerifyPy judges with
+// the repository's oracle alone, and still catches a difference.
+func TestVerifyPyWithoutShared(t *testing.T) {
+	t.Setenv("GEOREP_SHARED_DIR", filepath.Join(t.TempDir(), "no-shared-here"))
+	a := t.TempDir()
+	b := filepath.Join(t.TempDir(), "copy")
+	Workload(t, "populate", a, "--files", "40", "--dirs", "8", "--seed", "3")
+	Workload(t, "churn", a, "--scale", "0.05")
+	if out, err := exec.Command("cp", "-a", a, b).CombinedOutput(); err != nil {
+		t.Fatalf("cp -a: %v: %s", err, out)
+	}
+	ok, out := VerifyPy(t, a, b, "--mtime-ns")
+	if !ok || strings.Contains(out, "verify.py") {
+		t.Fatalf("cp -a copy (ok %v):\n%s", ok, out)
+	}
+	if err := os.Chmod(filepath.Join(b, "d00"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if ok, out := VerifyPy(t, a, b); ok || !strings.Contains(out, `mode: "d00"`) {
+		t.Fatalf("a changed mode went unseen:\n%s", out)
+	}
+	if ok, out := VerifyPy(t, a, b, "--exclude", "/d00/"); !ok {
+		t.Fatalf("an excluded difference was reported:\n%s", out)
 	}
 }

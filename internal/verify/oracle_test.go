@@ -14,10 +14,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// benchDir finds shared/bench (verify.py and workload.py): next to the
-// checkout, or at its usual place.
+// benchDir finds shared/bench (verify.py and workload.py): in
+// $GEOREP_SHARED_DIR, or next to the checkout.
 func benchDir() string {
-	for _, d := range []string{"../../../shared/bench", "/work/shared/bench"} {
+	for _, d := range []string{filepath.Join(os.Getenv("GEOREP_SHARED_DIR"), "bench"), "../../../shared/bench"} {
 		_, err1 := os.Stat(filepath.Join(d, "verify.py"))
 		_, err2 := os.Stat(filepath.Join(d, "workload.py"))
 		if err1 == nil && err2 == nil {
