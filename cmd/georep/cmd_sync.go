@@ -106,15 +106,18 @@ func runSync(ctx context.Context, args []string) error {
 	// A dropped link or a killed agent is not the end: reconnect with
 	// exponential backoff and resume (the crawl finds what is left).
 	backoff := 250 * time.Millisecond
+	var prevErr error
 	for attempt := 1; ; attempt++ {
 		var part syncSummary
 		stime, runErr = syncOnce(ctx, cfg, recDir, f.passes, &part)
 		sum.Passes += part.Passes
 		sum.Stats = addStats(sum.Stats, part.Stats)
 		sum.Failures = part.Failures
-		if runErr == nil || !worker.IsConnectionError(runErr) || ctx.Err() != nil {
+		if runErr == nil || !worker.IsConnectionError(runErr) || ctx.Err() != nil ||
+			!transport.RetryAfterConnectFailure(prevErr, runErr) {
 			break
 		}
+		prevErr = runErr
 		if attempt >= f.reconnects {
 			runErr = fmt.Errorf("gave up after %d connection attempts; the secondary stayed unreachable (last error: %w)", attempt, runErr)
 			break
@@ -139,7 +142,7 @@ func runSync(ctx context.Context, args []string) error {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(sum)
-	} else {
+	} else if runErr == nil {
 		st := sum.Stats
 		fmt.Printf("georep sync %s -> %s: %d entry ops (%d renames), %d files (%s) sent, %d metadata, %d failures, %s on the wire, %.2fs\n",
 			src, dst, st.Entries, st.Renames, st.DataFiles, status.HumanBytes(st.DataBytes), st.Metadata, len(sum.Failures),
@@ -147,6 +150,9 @@ func runSync(ctx context.Context, args []string) error {
 		if st.FakeSuper {
 			fmt.Println("note: the secondary stored owners, groups and device files in user.georep.stat xattrs (fake-super); 'georep verify --fake-super' reads them")
 		}
+	} else {
+		// A failed sync prints no summary that could pass for success:
+		// what failed on stdout, why on stderr.
 		for i, fl := range sum.Failures {
 			if i == 50 {
 				fmt.Printf("... and %d more (see %s)\n", len(sum.Failures)-50, filepath.Join(recDir, "failures.json"))
@@ -238,7 +244,7 @@ func printProgress(p worker.Progress) {
 	rate := float64(p.Bytes) / max(p.Elapsed.Seconds(), 0.001)
 	eta := "-"
 	if rate > 0 && p.TotalBytes > p.Bytes {
-		eta = (time.Duration(float64(p.TotalBytes-p.Bytes)/rate) * time.Second / time.Second).Round(time.Second).String()
+		eta = status.ETA(p.TotalBytes-p.Bytes, rate).Round(time.Second).String()
 	}
 	fmt.Fprintf(os.Stderr, "\r\033[K%d/%d files  %s/%s  %s/s  ETA %s", p.Files, p.TotalFiles, status.HumanBytes(p.Bytes), status.HumanBytes(p.TotalBytes), status.HumanBytes(int64(rate)), eta)
 }
@@ -271,8 +277,8 @@ func parseSrcDst(fs *flag.FlagSet, args []string, verb, help string) (string, tr
 		}
 		return "", transport.Destination{}, err
 	}
-	if len(pos) != 2 {
-		return "", transport.Destination{}, cli.Usagef("need SRC and DST (see georep %s --help)", verb)
+	if err := cli.WantSrcDst(pos); err != nil {
+		return "", transport.Destination{}, cli.Usagef("%v (see georep %s --help)", err, verb)
 	}
 	src, err := filepath.Abs(pos[0])
 	if err != nil {

@@ -62,6 +62,29 @@ func Parse(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// WantSrcDst checks the positional arguments of a SRC DST verb and says
+// what is wrong with them.
+func WantSrcDst(pos []string) error {
+	switch {
+	case len(pos) == 0:
+		return errors.New("missing SRC and DST")
+	case len(pos) == 1:
+		return fmt.Errorf("missing DST after SRC %q", pos[0])
+	case len(pos) > 2:
+		return fmt.Errorf("%d arguments given, want only SRC and DST; unexpected: %s (a path with spaces needs quotes; a flag's value follows the flag)",
+			len(pos), quoteAll(pos[2:]))
+	}
+	return nil
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, " ")
+}
+
 // StringList is a repeatable string flag.
 type StringList []string
 

@@ -248,3 +248,16 @@ func Save(st session.Store, r Report) error {
 	}
 	return state.WriteJSON(st.StatusPath(r.Session), r)
 }
+
+// ETA is how long remaining bytes take at rate bytes per second (0 when
+// either is not positive).
+func ETA(remaining int64, rate float64) time.Duration {
+	if remaining <= 0 || rate <= 0 || math.IsNaN(rate) || math.IsInf(rate, 0) {
+		return 0
+	}
+	sec := float64(remaining) / rate
+	if sec > float64(math.MaxInt64/int64(time.Second)) {
+		return time.Duration(math.MaxInt64)
+	}
+	return time.Duration(sec * float64(time.Second))
+}

@@ -108,3 +108,22 @@ func TestOffline(t *testing.T) {
 		t.Errorf("offline report %+v", r)
 	}
 }
+
+func TestETA(t *testing.T) {
+	cases := []struct {
+		remaining int64
+		rate      float64
+		want      time.Duration
+	}{
+		{100 << 20, 10 << 20, 10 * time.Second}, // the progress line's case: 100 MiB left at 10 MiB/s
+		{1, 2, 500 * time.Millisecond},
+		{0, 10, 0},
+		{10, 0, 0},
+		{-5, 10, 0},
+	}
+	for _, c := range cases {
+		if got := ETA(c.remaining, c.rate); got != c.want {
+			t.Errorf("ETA(%d, %v) = %v, want %v", c.remaining, c.rate, got, c.want)
+		}
+	}
+}

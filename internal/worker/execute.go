@@ -9,7 +9,7 @@ import (
 	"os"
 	"sort"
 	"strconv"
-	"strings"
+
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +18,7 @@ import (
 	"github.com/georep/georep/internal/plan"
 	"github.com/georep/georep/internal/protocol"
 	"github.com/georep/georep/internal/transfer/delta"
+	"github.com/georep/georep/internal/transport"
 	"github.com/georep/georep/internal/tree"
 	"github.com/georep/georep/internal/xattr"
 	"github.com/klauspost/compress/zstd"
@@ -90,9 +91,15 @@ func (s *Session) Execute(ctx context.Context, job *Job) error {
 
 // IsConnectionError reports whether err means the link to the secondary
 // broke (worth a reconnect) rather than a local problem.
+// An ssh failure that retrying cannot mend (a name that does not resolve,
+// a remote command not found) is not one.
 func IsConnectionError(err error) bool {
+	var se *transport.SSHError
+	if errors.As(err, &se) {
+		return !se.Permanent()
+	}
 	return errors.Is(err, protocol.ErrClosed) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, io.EOF) ||
-		errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) || strings.Contains(err.Error(), "did not answer the handshake")
+		errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET)
 }
 
 // IsFailures reports whether err only says some items failed (as opposed

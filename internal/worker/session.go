@@ -208,10 +208,16 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	m, err := s.conn.CallThen(hctx, &protocol.Hello{Version: protocol.Version, Software: Version, RootID: s.rootID, Session: src, FakeSuper: cfg.FakeSuper, ReadOnly: cfg.ReadOnly,
 		DeferDurability: cfg.DeferDurability}, listFirst)
 	if err != nil {
-		s.Close()
 		if errors.Is(err, protocol.ErrClosed) && cfg.Dest.Host != "" {
-			return nil, fmt.Errorf("secondary %s did not answer the handshake (is georep installed there and the key allowed?): %w", cfg.Dest, err)
+			// ssh ended before the agent answered: say why, in ssh's words.
+			cause := transport.Cause(ctx, s.rwc, 5*time.Second)
+			s.Close()
+			if cause != nil {
+				return nil, fmt.Errorf("secondary %s: %w", cfg.Dest, cause)
+			}
+			return nil, fmt.Errorf("secondary %s did not answer the handshake: %w", cfg.Dest, err)
 		}
+		s.Close()
 		return nil, fmt.Errorf("secondary %s: %w", cfg.Dest, err)
 	}
 	h, ok := m.(*protocol.HelloOK)
