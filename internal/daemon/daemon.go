@@ -443,6 +443,9 @@ func (d *Daemon) do(req Request) Response {
 		return Response{Version: worker.Version, PID: os.Getpid()}
 	case OpStatus:
 		if req.Session == "" {
+			// Every session in the state directory, including one created
+			// or started a moment ago by someone who did not tell us.
+			d.rescan()
 			return Response{Reports: d.reports()}
 		}
 		d.mu.Lock()

@@ -368,8 +368,10 @@ func (rt *runtime) onStatus(st continuous.Status) {
 	if from != st.State {
 		rt.log.Info("worker status change", "from", from, "to", st.State, "crawl", st.Crawl, "err", st.LastError)
 	}
-	if completed || from != st.State {
+	if completed {
 		rt.log.Info("checkpoint completed", "checkpoint", cp.Format(time.RFC3339), "stime", time.Unix(0, st.Stime).Format(time.RFC3339Nano))
+	}
+	if completed || from != st.State {
 		rt.save()
 	}
 }
