@@ -35,8 +35,14 @@ example:
 type syncFlags struct {
 	stateDir, sshCommand, remoteGeorep, logFormat  string
 	json, noProgress, fakeSuper, noXattrs, verbose bool
+	deleteExcluded                                 bool
 	jobs, passes, reconnects                       int
-	excludes                                       cli.StringList
+	excludes, excludeFrom                          cli.StringList
+}
+
+// rules returns the exclude rules of --exclude and --exclude-from.
+func (f *syncFlags) rules() ([]string, error) {
+	return cli.ExcludeRules(f.excludes, f.excludeFrom, os.Stdin)
 }
 
 func (f *syncFlags) register(fs *flag.FlagSet) {
@@ -53,7 +59,9 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.jobs, "sync-jobs", 0, "files transferred in parallel (default fitted to the machine)")
 	fs.IntVar(&f.passes, "passes", 3, "crawl passes before giving up on failing entries")
 	fs.IntVar(&f.reconnects, "reconnects", 20, "connection attempts (with exponential backoff) before giving up")
-	fs.Var(&f.excludes, "exclude", "top-level name not to replicate (repeatable)")
+	fs.Var(&f.excludes, "exclude", "rsync exclude `PATTERN` (repeatable): /x anchors at the root, x/ matches directories only, * ? [...] within a name, ** across names")
+	fs.Var(&f.excludeFrom, "exclude-from", "read exclude patterns from `FILE`, one a line (# and ; start comments; - is stdin)")
+	fs.BoolVar(&f.deleteExcluded, "delete-excluded", false, "also delete from the secondary what the excludes match (by default it is kept)")
 }
 
 // syncSummary is the --json output.
@@ -79,6 +87,10 @@ func runSync(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	rules, err := f.rules()
+	if err != nil {
+		return err
+	}
 	log := cli.Logger(os.Stderr, f.verbose, f.logFormat)
 	stateDir := state.Dir(cli.StateDir(f.stateDir))
 	recDir := stateDir.SyncDir(src, dst.String())
@@ -91,8 +103,8 @@ func runSync(ctx context.Context, args []string) error {
 	}
 	absState, _ := filepath.Abs(string(stateDir))
 	cfg := worker.Config{Source: src, Dest: dst, SSHCommand: f.sshCommand, RemoteGeorep: f.remoteGeorep, Logger: log,
-		SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, Excludes: f.excludes,
-		ExcludePaths: []string{absState}, Progress: progress,
+		SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, Excludes: rules,
+		DeleteExcluded: f.deleteExcluded, ExcludePaths: []string{absState}, Progress: progress,
 		// Over a network the last syncfs runs on the secondary after the
 		// sync returns; its stime is recorded only once that is done.
 		DeferDurability: dst.Host != "", PrefetchWalk: true}

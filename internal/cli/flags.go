@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/georep/georep/internal/filter"
 )
 
 // DefaultStateDir is used when neither --state-dir nor $GEOREP_STATE_DIR is set.
@@ -83,6 +85,35 @@ func quoteAll(ss []string) string {
 		q[i] = fmt.Sprintf("%q", s)
 	}
 	return strings.Join(q, " ")
+}
+
+// ExcludeRules gathers the exclude rules of --exclude PATTERN (in order)
+// and of each --exclude-from FILE ("-" is standard input), checked.
+func ExcludeRules(patterns, files []string, stdin io.Reader) ([]string, error) {
+	var out []string
+	for _, p := range patterns {
+		if err := filter.Validate(p); err != nil {
+			return nil, Usagef("--exclude: %v", err)
+		}
+		out = append(out, p)
+	}
+	for _, name := range files {
+		r := stdin
+		if name != "-" {
+			f, err := os.Open(name)
+			if err != nil {
+				return nil, Usagef("--exclude-from: %v", err)
+			}
+			defer f.Close()
+			r = f
+		}
+		ps, err := filter.ReadPatterns(r)
+		if err != nil {
+			return nil, Usagef("--exclude-from %s: %v", name, err)
+		}
+		out = append(out, ps...)
+	}
+	return out, nil
 }
 
 // StringList is a repeatable string flag.
