@@ -252,13 +252,21 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 	return stime, fmt.Errorf("%d entries could not be synced after %d passes", st.Failures, passes)
 }
 
+// printProgress draws the progress line: files and bytes the secondary
+// answered for, the rate since the transfer began and the ETA it gives.
 func printProgress(p worker.Progress) {
-	rate := float64(p.Bytes) / max(p.Elapsed.Seconds(), 0.001)
+	fmt.Fprint(os.Stderr, "\r\033[K"+progressLine(p))
+}
+
+func progressLine(p worker.Progress) string {
+	rate := float64(p.Settled) / max(p.Elapsed.Seconds(), 0.001)
 	eta := "-"
-	if rate > 0 && p.TotalBytes > p.Bytes {
-		eta = status.ETA(p.TotalBytes-p.Bytes, rate).Round(time.Second).String()
+	if rate > 0 && p.TotalBytes > p.Settled {
+		eta = status.ETA(p.TotalBytes-p.Settled, rate).Round(time.Second).String()
+	} else if p.TotalBytes <= p.Settled {
+		eta = "0s"
 	}
-	fmt.Fprintf(os.Stderr, "\r\033[K%d/%d files  %s/%s  %s/s  ETA %s", p.Files, p.TotalFiles, status.HumanBytes(p.Bytes), status.HumanBytes(p.TotalBytes), status.HumanBytes(int64(rate)), eta)
+	return fmt.Sprintf("%d/%d files  %s/%s  %s/s  ETA %s", p.Files, p.TotalFiles, status.HumanBytes(p.Settled), status.HumanBytes(p.TotalBytes), status.HumanBytes(int64(rate)), eta)
 }
 
 func version() string { return worker.Version }

@@ -22,6 +22,7 @@ import (
 	"github.com/georep/georep/internal/fileid"
 	"github.com/georep/georep/internal/journal"
 	"github.com/georep/georep/internal/state"
+	"github.com/georep/georep/internal/status"
 	"github.com/georep/georep/internal/worker"
 )
 
@@ -94,7 +95,15 @@ type Status struct {
 	JournalEvents     uint64    `json:"journal_events"`
 	JournalOverflows  uint64    `json:"journal_overflows"`
 	PendingChangelogs int       `json:"pending_changelogs"`
-	Updated           time.Time `json:"updated"`
+	// Remaining work of the crawl or batch being applied: entry
+	// operations, files to send and their bytes; the recent transfer rate
+	// and the ETA it gives for the bytes (0 when idle or unknown).
+	RemainingEntries int     `json:"remaining_entries"`
+	RemainingFiles   int     `json:"remaining_files"`
+	RemainingBytes   int64   `json:"remaining_bytes"`
+	RateBytes        float64 `json:"rate_bytes_per_second"`
+	ETASeconds       float64 `json:"eta_seconds"`
+	Updated          time.Time `json:"updated"`
 }
 
 // ResyncRequest asks a running session to re-send part of the tree.
@@ -129,12 +138,34 @@ type runner struct {
 	st     Status
 	jr     *journal.Journal
 	clDir  string
+
+	// Under mu: oldest is when the oldest change not yet on the secondary
+	// was made (Unix ns, 0 = none), the LAG's origin; started is when this
+	// runner began (the origin of an initial sync's LAG).
+	oldest  int64
+	started time.Time
+	// rate follows the bytes sent, for the ETA; the job's base counters
+	// let progress reports add to the synced totals as the job goes.
+	rate                 status.RateWindow
+	baseFiles, baseBytes int64
+	// pausedSeq/pausedStart: the first pending changelog seen while
+	// paused and its start, so it is read once.
+	pausedSeq   uint64
+	pausedStart int64
+}
+
+// setOldest sets the LAG's origin (0: nothing pending).
+func (r *runner) setOldest(ns int64) {
+	r.mu.Lock()
+	r.oldest = ns
+	r.mu.Unlock()
 }
 
 func (r *runner) update(fn func(*Status)) {
 	r.mu.Lock()
 	fn(&r.st)
 	r.st.Updated = time.Now()
+	r.st.LagSeconds = lagSeconds(r.st.Updated.UnixNano(), r.oldest)
 	if r.jr != nil {
 		js := r.jr.Stats()
 		r.st.JournalEvents, r.st.JournalOverflows = js.Events, js.Overflows
@@ -178,7 +209,7 @@ func Run(ctx context.Context, cfg Config, report Reporter) error {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return fmt.Errorf("session directory: %w", err)
 	}
-	r := &runner{cfg: cfg, log: log, report: report, clDir: filepath.Join(cfg.Dir, "changelogs")}
+	r := &runner{cfg: cfg, log: log, report: report, clDir: filepath.Join(cfg.Dir, "changelogs"), started: time.Now()}
 	r.st.State, r.st.Crawl = StateInitializing, CrawlHybrid
 	if st, err := state.ReadStime(filepath.Join(cfg.Dir, "stime")); err == nil && st > 0 {
 		r.st.Stime, r.st.LastSynced = st, time.Unix(0, st)
@@ -189,6 +220,14 @@ func Run(ctx context.Context, cfg Config, report Reporter) error {
 	}
 	absDir, _ := filepath.Abs(cfg.Dir)
 	cfg.Worker.ExcludePaths = append(cfg.Worker.ExcludePaths, absDir)
+	if next := cfg.Worker.Progress; true {
+		cfg.Worker.Progress = func(p worker.Progress) {
+			r.onProgress(p)
+			if next != nil {
+				next(p)
+			}
+		}
+	}
 	r.cfg = cfg
 	r.update(func(*Status) {})
 
@@ -300,6 +339,7 @@ func (r *runner) serve(ctx context.Context, sess *worker.Session, jdone chan err
 	defer tick.Stop()
 	for {
 		for r.cfg.paused() {
+			r.notePausedLag()
 			r.update(func(s *Status) { s.State = StatePaused })
 			select {
 			case <-ctx.Done():
@@ -414,10 +454,12 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 	if err != nil {
 		return false, err
 	}
+	if len(files) == 0 {
+		r.setOldest(0)
+	}
 	r.update(func(s *Status) {
 		s.PendingChangelogs = len(files)
 		if len(files) == 0 {
-			s.LagSeconds = 0
 			if s.Stime > 0 { // not before the first crawl (its gap is not written yet)
 				s.Crawl = CrawlChangelog
 			}
@@ -455,12 +497,14 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 		}
 	}
 	if oldest > 0 {
-		r.update(func(s *Status) { s.LagSeconds = time.Since(time.Unix(0, oldest)).Seconds() })
+		r.setOldest(oldest)
+		r.update(func(s *Status) {})
 	}
 	job, err := sess.BatchJob(ctx, recs)
 	crawled := false
 	if errors.Is(err, worker.ErrNeedCrawl) {
 		r.log.Info("crawling", "why", err)
+		r.setOldest(r.crawlOrigin(oldest))
 		r.update(func(s *Status) { s.Crawl = CrawlHybrid })
 		job, err = sess.Crawl(ctx, r.st.Stime)
 		crawled = true
@@ -484,16 +528,18 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 			s.Crawl = CrawlChangelog
 		}
 		s.PendingChangelogs = len(files) - len(taken)
-		if s.PendingChangelogs == 0 {
-			s.LagSeconds = 0
-		}
 	})
+	if len(taken) == len(files) {
+		r.setOldest(0)
+		r.update(func(*Status) {})
+	}
 	r.log.Debug("batch applied", "changelogs", len(taken), "records", len(recs), "job", job.String(), "crawl", crawled)
 	return len(taken) < len(files), nil
 }
 
 func (r *runner) crawl(ctx context.Context, sess *worker.Session) error {
 	start := time.Now().UnixNano()
+	r.setOldest(r.crawlOrigin(0))
 	r.update(func(s *Status) { s.Crawl = CrawlHybrid })
 	job, err := sess.Crawl(ctx, r.st.Stime)
 	if err != nil {
@@ -503,7 +549,12 @@ func (r *runner) crawl(ctx context.Context, sess *worker.Session) error {
 		return err
 	}
 	r.update(func(s *Status) { s.Crawls++ })
-	return r.commit(ctx, sess, start)
+	if err := r.commit(ctx, sess, start); err != nil {
+		return err
+	}
+	r.setOldest(0)
+	r.update(func(*Status) {})
+	return nil
 }
 
 // execute applies a job; items that fail are recorded and counted, and
@@ -521,8 +572,15 @@ func (r *runner) executeClearing(ctx context.Context, sess *worker.Session, job 
 	if r.cfg.FilterJob != nil {
 		r.cfg.FilterJob(job)
 	}
+	work := Remaining(job)
+	r.mu.Lock()
+	r.baseFiles, r.baseBytes = r.st.FilesSynced, r.st.BytesSynced
+	r.rate = status.RateWindow{}
+	r.mu.Unlock()
 	r.update(func(s *Status) {
 		s.PendingEntry, s.PendingData, s.PendingMeta = len(job.Plan.Ops), len(job.Plan.NewFiles)+len(job.Data), len(job.Meta)
+		s.RemainingEntries, s.RemainingFiles, s.RemainingBytes = work.Entries, work.Files, work.Bytes
+		s.RateBytes, s.ETASeconds = 0, 0
 	})
 	before := sess.Stats()
 	sess.ResetFailures()
@@ -530,8 +588,9 @@ func (r *runner) executeClearing(ctx context.Context, sess *worker.Session, job 
 	after := sess.Stats()
 	r.update(func(s *Status) {
 		s.PendingEntry, s.PendingData, s.PendingMeta = 0, 0, 0
-		s.FilesSynced += int64(after.DataFiles - before.DataFiles)
-		s.BytesSynced += after.DataBytes - before.DataBytes
+		s.RemainingEntries, s.RemainingFiles, s.RemainingBytes, s.RateBytes, s.ETASeconds = 0, 0, 0, 0, 0
+		s.FilesSynced = r.baseFiles + int64(after.DataFiles-before.DataFiles)
+		s.BytesSynced = r.baseBytes + after.DataBytes - before.DataBytes
 		s.EntriesSynced += int64(after.Entries - before.Entries)
 	})
 	failures := err != nil && worker.IsFailures(err)

@@ -129,6 +129,7 @@ func (rt *runtime) apply(sess *session.Session) error {
 		rt.mu.Lock()
 		rt.rep.Status = string(sess.State) // Created or Stopped
 		rt.rep.CrawlStatus, rt.rep.Entry, rt.rep.Data, rt.rep.Meta, rt.rep.LagSeconds = "", 0, 0, 0, 0
+		rt.rep.RemainingEntries, rt.rep.RemainingFiles, rt.rep.RemainingBytes, rt.rep.RateBytes, rt.rep.ETASeconds = 0, 0, 0, 0, 0
 		rt.dirty = true
 		rt.mu.Unlock()
 	}
@@ -219,6 +220,7 @@ func (rt *runtime) supervise(ctx context.Context, sess *session.Session, done ch
 		rt.mu.Lock()
 		rt.rep.Status, rt.rep.CrawlStatus = status.Faulty, ""
 		rt.rep.Entry, rt.rep.Data, rt.rep.Meta = 0, 0, 0
+		rt.rep.RemainingEntries, rt.rep.RemainingFiles, rt.rep.RemainingBytes, rt.rep.RateBytes, rt.rep.ETASeconds = 0, 0, 0, 0, 0
 		rt.rep.LastError, rt.rep.LastErrorTime = err.Error(), status.TimePtr(now)
 		rt.lastState = status.Faulty
 		rt.dirty = true
@@ -333,6 +335,8 @@ func (rt *runtime) onStatus(st continuous.Status) {
 	}
 	r.LagSeconds = st.LagSeconds
 	r.Entry, r.Data, r.Meta = st.PendingEntry, st.PendingData, st.PendingMeta
+	r.RemainingEntries, r.RemainingFiles, r.RemainingBytes = st.RemainingEntries, st.RemainingFiles, st.RemainingBytes
+	r.RateBytes, r.ETASeconds = st.RateBytes, st.ETASeconds
 	r.Failures = st.Failures
 	r.FilesSynced, r.BytesSynced, r.EntriesSynced = st.FilesSynced, st.BytesSynced, st.EntriesSynced
 	r.Batches, r.Crawls, r.PendingChangelogs = st.Batches, st.Crawls, st.PendingChangelogs

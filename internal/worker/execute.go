@@ -266,9 +266,29 @@ type xfer struct {
 	pending   sync.WaitGroup
 	filesDone atomic.Int64
 	bytesDone atomic.Int64
-	root      bool // euid 0: trusted.* xattrs travel
-	compress  bool
-	level     zstd.EncoderLevel
+	// settled is the size of the files whose outcome is known (answered,
+	// or failed before sending): the progress toward TotalBytes that an
+	// ETA can be taken from, whatever travelled (a delta, a batch).
+	settled  atomic.Int64
+	root     bool // euid 0: trusted.* xattrs travel
+	compress bool
+	level    zstd.EncoderLevel
+}
+
+// fileDone counts one file whose outcome is known.
+func (x *xfer) fileDone(size int64) {
+	x.filesDone.Add(1)
+	x.settled.Add(size)
+}
+
+// batchDone counts the files of an answered batch.
+func (x *xfer) batchDone(files []batchFile) {
+	var n int64
+	for _, f := range files {
+		n += f.size
+	}
+	x.settled.Add(n)
+	x.filesDone.Add(int64(len(files)))
 }
 
 // batch is one sender's PutFiles under construction.
@@ -281,6 +301,7 @@ type batch struct {
 type batchFile struct {
 	id   fileid.ID
 	slot tree.Slot
+	size int64
 }
 
 func (b *batch) full() bool {
@@ -318,7 +339,7 @@ func (s *Session) transferData(ctx context.Context, job *Job) (wait func() error
 				case <-stopProgress:
 					return
 				case <-t.C:
-					s.cfg.Progress(Progress{Files: int(x.filesDone.Load()), TotalFiles: len(tasks), Bytes: x.bytesDone.Load(), TotalBytes: total, Elapsed: time.Since(startT)})
+					s.cfg.Progress(Progress{Files: int(x.filesDone.Load()), TotalFiles: len(tasks), Bytes: x.bytesDone.Load(), TotalBytes: total, Settled: x.settled.Load(), Elapsed: time.Since(startT)})
 				}
 			}
 		}()
@@ -326,7 +347,7 @@ func (s *Session) transferData(ctx context.Context, job *Job) (wait func() error
 	stop := func() {
 		close(stopProgress)
 		if s.cfg.Progress != nil {
-			s.cfg.Progress(Progress{Files: int(x.filesDone.Load()), TotalFiles: len(tasks), Bytes: x.bytesDone.Load(), TotalBytes: total, Elapsed: time.Since(startT)})
+			s.cfg.Progress(Progress{Files: int(x.filesDone.Load()), TotalFiles: len(tasks), Bytes: x.bytesDone.Load(), TotalBytes: total, Settled: x.settled.Load(), Elapsed: time.Since(startT)})
 		}
 	}
 
@@ -397,7 +418,7 @@ func (x *xfer) sendBatch(b *batch) error {
 	err := x.send(b.b.Message(), func(m protocol.Message, err error) bool {
 		defer x.pending.Done()
 		defer x.window.release(cost)
-		defer x.filesDone.Add(int64(len(files)))
+		defer x.batchDone(files)
 		if err != nil {
 			// A broken connection is Execute's error (the sync reconnects
 			// and crawls again), not a failure of each file in flight.
@@ -468,7 +489,7 @@ func (x *xfer) sendFile(ctx context.Context, t dataTask, b *batch) error {
 		f, err = s.openPrimary(job, e.ID, unix.O_RDONLY)
 	}
 	if err != nil {
-		x.filesDone.Add(1)
+		x.fileDone(e.Size)
 		if errors.Is(err, fileid.ErrStale) {
 			return nil // deleted meanwhile: its removal is in a later batch
 		}
@@ -500,11 +521,11 @@ func (x *xfer) sendFile(ctx context.Context, t dataTask, b *batch) error {
 			return n, err
 		})
 		if err != nil {
-			x.filesDone.Add(1)
+			x.fileDone(e.Size)
 			s.fail(Failure{ID: e.ID, Path: s.pathOf(job, e.ID, firstSlot(t.slots)), Op: "DATA", Error: err.Error(), Errno: errno(err)})
 			return nil
 		}
-		b.files = append(b.files, batchFile{id: e.ID, slot: firstSlot(t.slots)})
+		b.files = append(b.files, batchFile{id: e.ID, slot: firstSlot(t.slots), size: e.Size})
 		x.bytesDone.Add(e.Size)
 		s.count(func(st *Stats) { st.DataFiles++; st.DataBytes += e.Size })
 		if b.full() {
@@ -526,7 +547,7 @@ func (x *xfer) sendStream(f *os.File, st *unix.Stat_t, e tree.Entry, t dataTask,
 	replied := func(m protocol.Message, err error) bool {
 		defer x.pending.Done()
 		defer x.window.release(cost)
-		x.filesDone.Add(1)
+		x.fileDone(e.Size)
 		if err != nil {
 			s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: err.Error()})
 			return true
@@ -567,7 +588,7 @@ func (x *xfer) sendStream(f *os.File, st *unix.Stat_t, e tree.Entry, t dataTask,
 		_ = s.conn.Send(end, func(protocol.Message, error) bool {
 			x.pending.Done()
 			x.window.release(cost)
-			x.filesDone.Add(1)
+			x.fileDone(e.Size)
 			return true
 		})
 		return s.conn.Flush()
@@ -651,7 +672,7 @@ func (x *xfer) sendDelta(ctx context.Context, f *os.File, e tree.Entry, t dataTa
 	var sig delta.Signature
 	if err := sig.UnmarshalBinary(so.Signature); err != nil {
 		s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: "bad signature from the secondary: " + err.Error()})
-		x.filesDone.Add(1)
+		x.fileDone(e.Size)
 		return nil
 	}
 	stream := s.nextStream()
@@ -675,7 +696,7 @@ func (x *xfer) sendDelta(ctx context.Context, f *os.File, e tree.Entry, t dataTa
 	done := func(m protocol.Message, rerr error) bool {
 		defer x.pending.Done()
 		defer x.window.release(cost)
-		x.filesDone.Add(1)
+		x.fileDone(e.Size)
 		if rerr != nil {
 			s.fail(Failure{ID: e.ID, Path: path, Op: "DELTA", Error: rerr.Error()})
 		} else if ok, isOK := m.(*protocol.FileOK); isOK && ok.Err != nil {

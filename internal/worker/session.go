@@ -137,7 +137,11 @@ type Failure struct {
 type Progress struct {
 	Files, TotalFiles int
 	Bytes, TotalBytes int64
-	Elapsed           time.Duration
+	// Settled is the size of the files done (of TotalBytes), counted when
+	// the secondary answered for them: the base of a rate and an ETA.
+	// Bytes counts what was read for sending, ahead of the answers.
+	Settled int64
+	Elapsed time.Duration
 }
 
 // Connect opens the source and reaches the secondary.

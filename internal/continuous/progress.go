@@ -1,0 +1,96 @@
+package continuous
+
+import (
+	"time"
+
+	"github.com/georep/georep/internal/changelog"
+	"github.com/georep/georep/internal/status"
+	"github.com/georep/georep/internal/worker"
+)
+
+// Work is what a job has to do: entry operations, files whose content is
+// sent, and their bytes.
+type Work struct {
+	Entries int
+	Files   int
+	Bytes   int64
+}
+
+// Remaining is the work of a job before it is applied.
+func Remaining(job *worker.Job) Work {
+	w := Work{Entries: len(job.Plan.Ops), Files: len(job.Plan.NewFiles) + len(job.Data)}
+	for _, nf := range job.Plan.NewFiles {
+		w.Bytes += nf.Entry.Size
+	}
+	for _, d := range job.Data {
+		w.Bytes += d.Entry.Size
+	}
+	return w
+}
+
+// lagSeconds is the LAG at now of the oldest change not yet on the
+// secondary (0: none pending).
+func lagSeconds(now, oldest int64) float64 {
+	if oldest <= 0 || now <= oldest {
+		return 0
+	}
+	return time.Duration(now - oldest).Seconds()
+}
+
+// crawlOrigin is the LAG's origin during a crawl: the stime (everything
+// after it may be missing), the oldest pending changelog if older, and for
+// a first sync (no stime) the moment the session started.
+func (r *runner) crawlOrigin(oldestPending int64) int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o := r.st.Stime
+	if o <= 0 {
+		o = r.started.UnixNano()
+	}
+	if oldestPending > 0 && oldestPending < o {
+		o = oldestPending
+	}
+	return o
+}
+
+// onProgress takes the worker's progress during a job's data transfer:
+// the synced counters grow as files arrive, and the remaining work and
+// the ETA follow.
+func (r *runner) onProgress(p worker.Progress) {
+	now := time.Now()
+	r.mu.Lock()
+	r.rate.Add(now, p.Settled)
+	rate := r.rate.Rate()
+	r.mu.Unlock()
+	r.update(func(s *Status) {
+		s.FilesSynced, s.BytesSynced = r.baseFiles+int64(p.Files), r.baseBytes+p.Settled
+		s.RemainingEntries = 0 // entry operations come before the data
+		s.RemainingFiles = max(p.TotalFiles-p.Files, 0)
+		s.RemainingBytes = max(p.TotalBytes-p.Settled, 0)
+		s.RateBytes = rate
+		s.ETASeconds = status.ETA(s.RemainingBytes, rate).Seconds()
+	})
+}
+
+// notePausedLag keeps the LAG true while paused: its origin is the start
+// of the oldest changelog waiting (read once per changelog).
+func (r *runner) notePausedLag() {
+	files, err := changelog.List(r.clDir)
+	if err != nil || len(files) == 0 {
+		return
+	}
+	first := files[0]
+	if first.Seq != r.pausedSeq || r.pausedStart == 0 {
+		h, _, _, err := changelog.ReadFile(first.Path)
+		if err != nil {
+			return
+		}
+		r.pausedSeq, r.pausedStart = first.Seq, h.Start
+	}
+	r.mu.Lock()
+	if r.oldest == 0 || r.pausedStart < r.oldest {
+		r.oldest = r.pausedStart
+	}
+	r.st.PendingChangelogs = len(files)
+	r.mu.Unlock()
+}
