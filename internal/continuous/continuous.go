@@ -98,11 +98,11 @@ type Status struct {
 	// Remaining work of the crawl or batch being applied: entry
 	// operations, files to send and their bytes; the recent transfer rate
 	// and the ETA it gives for the bytes (0 when idle or unknown).
-	RemainingEntries int     `json:"remaining_entries"`
-	RemainingFiles   int     `json:"remaining_files"`
-	RemainingBytes   int64   `json:"remaining_bytes"`
-	RateBytes        float64 `json:"rate_bytes_per_second"`
-	ETASeconds       float64 `json:"eta_seconds"`
+	RemainingEntries int       `json:"remaining_entries"`
+	RemainingFiles   int       `json:"remaining_files"`
+	RemainingBytes   int64     `json:"remaining_bytes"`
+	RateBytes        float64   `json:"rate_bytes_per_second"`
+	ETASeconds       float64   `json:"eta_seconds"`
 	Updated          time.Time `json:"updated"`
 }
 
