@@ -98,12 +98,18 @@ type Status struct {
 	// Remaining work of the crawl or batch being applied: entry
 	// operations, files to send and their bytes; the recent transfer rate
 	// and the ETA it gives for the bytes (0 when idle or unknown).
-	RemainingEntries int       `json:"remaining_entries"`
-	RemainingFiles   int       `json:"remaining_files"`
-	RemainingBytes   int64     `json:"remaining_bytes"`
-	RateBytes        float64   `json:"rate_bytes_per_second"`
-	ETASeconds       float64   `json:"eta_seconds"`
-	Updated          time.Time `json:"updated"`
+	RemainingEntries int     `json:"remaining_entries"`
+	RemainingFiles   int     `json:"remaining_files"`
+	RemainingBytes   int64   `json:"remaining_bytes"`
+	RateBytes        float64 `json:"rate_bytes_per_second"`
+	ETASeconds       float64 `json:"eta_seconds"`
+	// Applied counts the jobs (batches and crawls) applied; the last one
+	// took LastApplySeconds, and its oldest change reached the secondary
+	// LastApplyLagSeconds after it was made (-1: unknown).
+	Applied             int64     `json:"applied"`
+	LastApplySeconds    float64   `json:"last_apply_seconds"`
+	LastApplyLagSeconds float64   `json:"last_apply_lag_seconds"`
+	Updated             time.Time `json:"updated"`
 }
 
 // ResyncRequest asks a running session to re-send part of the tree.
@@ -500,6 +506,7 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 		r.setOldest(oldest)
 		r.update(func(s *Status) {})
 	}
+	applyStart := time.Now()
 	job, err := sess.BatchJob(ctx, recs)
 	crawled := false
 	if errors.Is(err, worker.ErrNeedCrawl) {
@@ -519,6 +526,7 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 	if err := r.commit(ctx, sess, end); err != nil {
 		return false, err
 	}
+	r.applied(applyStart)
 	for _, f := range taken {
 		os.Remove(f.Path)
 	}
@@ -552,6 +560,7 @@ func (r *runner) crawl(ctx context.Context, sess *worker.Session) error {
 	if err := r.commit(ctx, sess, start); err != nil {
 		return err
 	}
+	r.applied(time.Unix(0, start))
 	r.setOldest(0)
 	r.update(func(*Status) {})
 	return nil

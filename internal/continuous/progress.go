@@ -94,3 +94,17 @@ func (r *runner) notePausedLag() {
 	r.st.PendingChangelogs = len(files)
 	r.mu.Unlock()
 }
+
+// applied counts a job applied (its stime recorded) that began at start:
+// its duration, and the lag of its oldest change.
+func (r *runner) applied(start time.Time) {
+	now := time.Now()
+	r.update(func(s *Status) {
+		s.Applied++
+		s.LastApplySeconds = now.Sub(start).Seconds()
+		s.LastApplyLagSeconds = -1
+		if r.oldest > 0 {
+			s.LastApplyLagSeconds = lagSeconds(now.UnixNano(), r.oldest)
+		}
+	})
+}

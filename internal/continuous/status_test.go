@@ -93,7 +93,8 @@ func TestInitialSyncProgress(t *testing.T) {
 		t.Errorf("during the initial sync: files synced grew %v, bytes remaining %v, ETA %v, LAG >= 1s %v (last %+v)",
 			sawFiles, sawRemaining, sawETA, sawLag, ts.status())
 	}
-	if st := ts.status(); st.FilesSynced < 40 || st.RemainingFiles != 0 || st.ETASeconds != 0 {
+	if st := ts.status(); st.FilesSynced < 40 || st.RemainingFiles != 0 || st.ETASeconds != 0 || st.Applied < 1 ||
+		st.LastApplySeconds < 1 || st.LastApplyLagSeconds < st.LastApplySeconds {
 		t.Errorf("after the initial sync: %+v", st)
 	}
 }

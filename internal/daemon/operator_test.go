@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/georep/georep/internal/continuous"
+	"github.com/georep/georep/internal/metrics"
 	"github.com/georep/georep/internal/session"
 	"github.com/georep/georep/internal/status"
 )
@@ -71,5 +74,48 @@ func TestCheckpointCompletedLoggedOnce(t *testing.T) {
 	}
 	if strings.Contains(out, "0001-01-01") {
 		t.Errorf("a zero checkpoint was logged:\n%s", out)
+	}
+}
+
+// TestBatchHistogramsObserved: each job the worker reports applied is
+// observed once in the apply-time and lag histograms.
+func TestBatchHistogramsObserved(t *testing.T) {
+	td := startDaemon(t, func(o *Options) {
+		o.Run = func(ctx context.Context, cfg continuous.Config, report continuous.Reporter) error {
+			for i := int64(1); i <= 3; i++ {
+				report(continuous.Status{State: continuous.StateActive, Applied: i, LastApplySeconds: 0.5, LastApplyLagSeconds: 2})
+				report(continuous.Status{State: continuous.StateActive, Applied: i, LastApplySeconds: 0.5, LastApplyLagSeconds: 2}) // no new job
+			}
+			<-ctx.Done()
+			return nil
+		}
+	})
+	td.create(t, "h", session.Started)
+	td.set(t, "h", func(*session.Session) error { return nil })
+	deadline := time.Now().Add(10 * time.Second)
+	var m map[string]metrics.Sample
+	for time.Now().Before(deadline) {
+		resp, err := http.Get("http://" + td.metrics + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err = metrics.Parse(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m[`georep_batch_apply_seconds_count{session="h"}`].Value >= 3 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if c := m[`georep_batch_apply_seconds_count{session="h"}`].Value; c != 3 {
+		t.Errorf("apply histogram count %v, want 3", c)
+	}
+	if s := m[`georep_change_lag_seconds_sum{session="h"}`].Value; s != 6 {
+		t.Errorf("lag histogram sum %v, want 6", s)
+	}
+	if _, ok := m["process_cpu_seconds_total"]; !ok {
+		t.Error("no process collector")
 	}
 }

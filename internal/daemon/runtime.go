@@ -39,6 +39,7 @@ type runtime struct {
 	faultySince time.Time
 	activeSince time.Time // the worker of this run has been Active since (zero: not now)
 	lastState   string
+	applied     int64 // the worker's Applied count last seen (histograms observe each new one)
 	cancel      context.CancelFunc
 	done        chan struct{}
 	logFile     *LogFile
@@ -254,6 +255,7 @@ func (rt *runtime) runOnce(ctx context.Context, cfg continuous.Config) (healthy 
 	defer cancel()
 	rt.mu.Lock()
 	rt.activeSince = time.Time{}
+	rt.applied = 0 // a new worker counts from 0
 	rt.mu.Unlock()
 	errc := make(chan error, 1)
 	go func() { errc <- rt.d.opts.Run(wctx, cfg, rt.onStatus) }()
@@ -358,6 +360,8 @@ func (rt *runtime) onStatus(st continuous.Status) {
 	} else if st.State != continuous.StatePaused {
 		rt.activeSince = time.Time{}
 	}
+	newBatches := st.Applied > rt.applied
+	rt.applied = st.Applied
 	from := rt.lastState
 	rt.lastState = st.State
 	var cp time.Time
@@ -369,6 +373,9 @@ func (rt *runtime) onStatus(st continuous.Status) {
 		rt.dirty = true
 	}
 	rt.mu.Unlock()
+	if newBatches {
+		rt.d.metrics.ObserveBatch(rt.name, st.LastApplySeconds, st.LastApplyLagSeconds)
+	}
 	if from != st.State {
 		rt.log.Info("worker status change", "from", from, "to", st.State, "crawl", st.Crawl, "err", st.LastError)
 	}

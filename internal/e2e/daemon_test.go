@@ -154,7 +154,7 @@ func dmScrape(t *testing.T, addr string) map[string]metrics.Sample {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != metrics.ContentType {
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
 		t.Fatalf("metrics: %s %q", resp.Status, resp.Header.Get("Content-Type"))
 	}
 	m, err := metrics.Parse(resp.Body)
