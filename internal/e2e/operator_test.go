@@ -103,3 +103,28 @@ func TestSyncRemoteCommandNotFound(t *testing.T) {
 		t.Errorf("took %v", d)
 	}
 }
+
+// TestSessionCreateMakesLocalRoot: a local secondary that does not exist
+// yet is created, as it is over ssh (and as rsync creates its
+// destination); a path that is a file is refused and left alone.
+func TestSessionCreateMakesLocalRoot(t *testing.T) {
+	bin := testutil.GeorepBin(t)
+	dir := t.TempDir()
+	src, dst, st := filepath.Join(dir, "P"), filepath.Join(dir, "new", "S"), filepath.Join(dir, "st")
+	os.MkdirAll(src, 0o755)
+	out, errOut, code := georep(t, bin, "session", "create", "s1", src, dst, "--state-dir", st)
+	if code != 0 {
+		t.Fatalf("exit %d\n%s%s", code, out, errOut)
+	}
+	if fi, err := os.Stat(dst); err != nil || !fi.IsDir() {
+		t.Errorf("the secondary root was not created: %v", err)
+	}
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("x"), 0o644)
+	if _, errOut, code := georep(t, bin, "session", "create", "s2", src, file, "--state-dir", st); code == 0 || !strings.Contains(errOut, "not a directory") {
+		t.Errorf("a file as secondary: exit %d, %s", code, errOut)
+	}
+	if b, _ := os.ReadFile(file); string(b) != "x" {
+		t.Error("the refused file was changed")
+	}
+}

@@ -134,6 +134,9 @@ func TestSSHRefusedConnectionIsTransient(t *testing.T) {
 	if !errors.As(err, &se) || se.Kind != FailConnect || se.Permanent() {
 		t.Fatalf("refused connection: %v", err)
 	}
+	if !strings.Contains(err.Error(), "Connection refused") {
+		t.Errorf("the error lacks ssh's own words: %v", err)
+	}
 	if !errors.Is(err, syscall.ECONNREFUSED) {
 		t.Errorf("the diagnosis does not carry ECONNREFUSED: %v", err)
 	}
