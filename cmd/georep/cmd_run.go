@@ -51,7 +51,7 @@ func runRun(ctx context.Context, args []string) error {
 	dir := strings.Replace(stateDir.SyncDir(src, dst.String()), string(filepath.Separator)+"sync"+string(filepath.Separator), string(filepath.Separator)+"run"+string(filepath.Separator), 1)
 	cfg := continuous.Config{
 		Worker: worker.Config{Source: src, Dest: dst, SSHCommand: f.sshCommand, RemoteGeorep: f.remoteGeorep, Logger: log,
-			SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, Excludes: rules,
+			SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, NoACLs: f.noACLs, Excludes: rules,
 			DeleteExcluded: f.deleteExcluded},
 		Dir: dir, RolloverInterval: *rollover, ChangeInterval: *change, BatchSize: *batch, CrawlInterval: *crawlEvery, Logger: log,
 		JournalQueueSize: *queue,

@@ -35,7 +35,7 @@ example:
 type syncFlags struct {
 	stateDir, sshCommand, remoteGeorep, logFormat  string
 	json, noProgress, fakeSuper, noXattrs, verbose bool
-	deleteExcluded                                 bool
+	deleteExcluded, noACLs                         bool
 	jobs, passes, reconnects                       int
 	excludes, excludeFrom                          cli.StringList
 }
@@ -54,6 +54,7 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.fakeSuper, "fake-super", false, "keep owners and special files in xattrs on the secondary (automatic when it is not root)")
 	fs.BoolVar(&f.fakeSuper, "no-owner", false, "alias of --fake-super: do not chown on the secondary, store owners in xattrs")
 	fs.BoolVar(&f.noXattrs, "no-xattrs", false, "do not sync xattrs and ACLs")
+	fs.BoolVar(&f.noACLs, "no-acls", false, "do not sync POSIX ACLs: the secondary's files are left without them")
 	fs.BoolVar(&f.verbose, "v", false, "log progress details to stderr")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.IntVar(&f.jobs, "sync-jobs", 0, "files transferred in parallel (default fitted to the machine)")
@@ -103,7 +104,7 @@ func runSync(ctx context.Context, args []string) error {
 	}
 	absState, _ := filepath.Abs(string(stateDir))
 	cfg := worker.Config{Source: src, Dest: dst, SSHCommand: f.sshCommand, RemoteGeorep: f.remoteGeorep, Logger: log,
-		SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, Excludes: rules,
+		SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, NoACLs: f.noACLs, Excludes: rules,
 		DeleteExcluded: f.deleteExcluded, ExcludePaths: []string{absState}, Progress: progress,
 		// Over a network the last syncfs runs on the secondary after the
 		// sync returns; its stime is recorded only once that is done.
@@ -205,11 +206,20 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 	if passes < 1 {
 		passes = 1
 	}
+	// Metadata switched on since the last sync (xattrs, ACLs) is re-sent
+	// for every file, not only for those changed since the stime.
+	metaPath := filepath.Join(recDir, worker.MetaOptionsFile)
+	rec, known, err := worker.ReadMetaOptions(metaPath)
+	if err != nil {
+		cfg.Logger.Warn("unreadable record of the synced metadata options; re-sending every file's metadata", "err", err)
+		known, rec = true, worker.MetaOptions{}
+	}
+	crawlStime := worker.MetaCrawlStime(stime, rec, known, cfg.MetaOptions())
 	for pass := 1; pass <= passes; pass++ {
 		sum.Passes = pass
 		sess.ResetFailures()
 		start := time.Now().UnixNano()
-		job, err := sess.Crawl(ctx, stime)
+		job, err := sess.Crawl(ctx, crawlStime)
 		if err != nil {
 			return stime, err
 		}
@@ -240,6 +250,9 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 				return start, fmt.Errorf("record stime: %w", err)
 			}
 			os.Remove(filepath.Join(recDir, "failures.json"))
+			if err := worker.WriteMetaOptions(metaPath, cfg.MetaOptions()); err != nil {
+				cfg.Logger.Warn("could not record the synced metadata options", "err", err)
+			}
 			return start, nil
 		}
 		if !worker.IsFailures(err) {

@@ -39,6 +39,7 @@ func runVerify(ctx context.Context, args []string) error {
 	fake := fs.Bool("fake-super", false, "read owners and special files of the replica from user.georep.stat xattrs")
 	fs.BoolVar(&o.NoOwner, "no-owner", false, "do not compare owner and group")
 	fs.BoolVar(&o.NoXattrs, "no-xattrs", false, "do not compare xattrs and ACLs")
+	fs.BoolVar(&o.NoACLs, "no-acls", false, "do not compare POSIX ACLs")
 	fs.BoolVar(&o.MtimeNS, "mtime-ns", false, "compare mtimes to the nanosecond")
 	fs.BoolVar(&o.DirMtime, "dir-mtime", false, "compare directory mtimes too")
 	fs.IntVar(&o.Show, "show", 20, "differences to print")

@@ -154,6 +154,11 @@ type runner struct {
 	// let progress reports add to the synced totals as the job goes.
 	rate                 status.RateWindow
 	baseFiles, baseBytes int64
+	// metaFull: the metadata options widened (or their record is
+	// unreadable): the next crawl re-sends every file's metadata, and the
+	// next batch is a crawl. metaPath is the record.
+	metaFull bool
+	metaPath string
 	// pausedSeq/pausedStart: the first pending changelog seen while
 	// paused and its start, so it is read once.
 	pausedSeq   uint64
@@ -235,6 +240,14 @@ func Run(ctx context.Context, cfg Config, report Reporter) error {
 		}
 	}
 	r.cfg = cfg
+	r.metaPath = filepath.Join(cfg.Dir, worker.MetaOptionsFile)
+	if rec, known, err := worker.ReadMetaOptions(r.metaPath); err != nil {
+		log.Warn("unreadable record of the synced metadata options; every file's metadata is re-sent", "err", err)
+		r.metaFull = true
+	} else if worker.MetaCrawlStime(1, rec, known, cfg.Worker.MetaOptions()) == 0 {
+		log.Info("xattrs or ACLs switched on: the next crawl re-sends every file's metadata")
+		r.metaFull = true
+	}
 	r.update(func(*Status) {})
 
 	jr, err := journal.Open(journal.Config{Roots: []journal.Root{{Path: src, Dir: r.clDir}}, Exclude: []string{absDir},
@@ -507,13 +520,18 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 		r.update(func(s *Status) {})
 	}
 	applyStart := time.Now()
-	job, err := sess.BatchJob(ctx, recs)
+	var job *worker.Job
+	if r.metaFull {
+		err = fmt.Errorf("%w (metadata options widened)", worker.ErrNeedCrawl)
+	} else {
+		job, err = sess.BatchJob(ctx, recs)
+	}
 	crawled := false
 	if errors.Is(err, worker.ErrNeedCrawl) {
 		r.log.Info("crawling", "why", err)
 		r.setOldest(r.crawlOrigin(oldest))
 		r.update(func(s *Status) { s.Crawl = CrawlHybrid })
-		job, err = sess.Crawl(ctx, r.st.Stime)
+		job, err = sess.Crawl(ctx, r.crawlStime())
 		crawled = true
 		r.update(func(s *Status) { s.Crawls++ })
 	}
@@ -525,6 +543,9 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 	}
 	if err := r.commit(ctx, sess, end); err != nil {
 		return false, err
+	}
+	if crawled {
+		r.metaSynced()
 	}
 	r.applied(applyStart)
 	for _, f := range taken {
@@ -549,7 +570,7 @@ func (r *runner) crawl(ctx context.Context, sess *worker.Session) error {
 	start := time.Now().UnixNano()
 	r.setOldest(r.crawlOrigin(0))
 	r.update(func(s *Status) { s.Crawl = CrawlHybrid })
-	job, err := sess.Crawl(ctx, r.st.Stime)
+	job, err := sess.Crawl(ctx, r.crawlStime())
 	if err != nil {
 		return err
 	}
@@ -560,6 +581,7 @@ func (r *runner) crawl(ctx context.Context, sess *worker.Session) error {
 	if err := r.commit(ctx, sess, start); err != nil {
 		return err
 	}
+	r.metaSynced()
 	r.applied(time.Unix(0, start))
 	r.setOldest(0)
 	r.update(func(*Status) {})

@@ -108,3 +108,22 @@ func (r *runner) applied(start time.Time) {
 		}
 	})
 }
+
+// crawlStime is the stime a crawl compares ctimes with: 0 while the
+// metadata options widened, so every file's metadata is re-sent.
+func (r *runner) crawlStime() int64 {
+	if r.metaFull {
+		return 0
+	}
+	return r.st.Stime
+}
+
+// metaSynced records, after a crawl was committed, the metadata options
+// it carried.
+func (r *runner) metaSynced() {
+	if err := worker.WriteMetaOptions(r.metaPath, r.cfg.Worker.MetaOptions()); err != nil {
+		r.log.Warn("could not record the synced metadata options", "err", err)
+		return
+	}
+	r.metaFull = false
+}

@@ -307,7 +307,7 @@ func (rt *runtime) config(sess *session.Session) (continuous.Config, error) {
 	}
 	cfg := continuous.Config{
 		Worker: worker.Config{Source: sess.Primary, Dest: dst, SSHCommand: eff.SSHCommand, RemoteGeorep: eff.RemoteGeorep,
-			Logger: log, SyncJobs: eff.SyncJobs, FakeSuper: eff.FakeSuper, NoXattrs: !eff.SyncXattrs, Excludes: eff.Exclude, DeleteExcluded: eff.DeleteExcluded,
+			Logger: log, SyncJobs: eff.SyncJobs, FakeSuper: eff.FakeSuper, NoXattrs: !eff.SyncXattrs, NoACLs: !eff.SyncACLs, Excludes: eff.Exclude, DeleteExcluded: eff.DeleteExcluded,
 			ExcludePaths: []string{rt.d.absState}, Stderr: lf, Compression: comp, BandwidthLimit: eff.BandwidthLimit},
 		Dir:              rt.d.store.Dir(rt.name),
 		RolloverInterval: eff.RolloverInterval,

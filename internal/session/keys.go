@@ -41,9 +41,6 @@ type Key struct {
 	Auto bool
 	// Live keys change a running worker without restarting it.
 	Live bool
-	// NotApplied says the key is stored and validated but the worker does
-	// not act on it yet (why, in Help).
-	NotApplied bool
 }
 
 // Keys are the session config keys, by name.
@@ -65,8 +62,8 @@ func init() {
 			Help: "never remove on the secondary what was deleted on the primary (a name the primary reuses is still replaced)"},
 		{Name: "sync-xattrs", Kind: KindBool, Default: "true",
 			Help: "replicate extended attributes (user.*, security.*, trusted.* as root) and POSIX ACLs"},
-		{Name: "sync-acls", Kind: KindBool, Default: "true", NotApplied: true,
-			Help: "replicate POSIX ACLs (system.posix_acl_*); NOT YET APPLIED on its own: ACLs travel with the xattrs, so set sync-xattrs false to stop both"},
+		{Name: "sync-acls", Kind: KindBool, Default: "true",
+			Help: "replicate POSIX ACLs (system.posix_acl_*); false leaves the secondary's files without ACLs (sync-xattrs false stops both)"},
 		{Name: "fake-super", Kind: KindBool, Default: "false",
 			Help: "keep owners, groups and device numbers in user.georep.stat xattrs on the secondary (automatic when it is not root)"},
 		{Name: "exclude", Kind: KindList, Default: "",

@@ -27,6 +27,7 @@ import (
 
 	"github.com/georep/georep/internal/filter"
 	"github.com/georep/georep/internal/tree"
+	"github.com/georep/georep/internal/xattr"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
@@ -77,6 +78,7 @@ type Source interface {
 type Options struct {
 	NoOwner  bool // don't compare uid/gid
 	NoXattrs bool // don't read or compare xattrs and ACLs
+	NoACLs   bool // don't compare POSIX ACLs (a replica synced with sync-acls false)
 	MtimeNS  bool // compare mtimes to the nanosecond instead of whole seconds
 	DirMtime bool // also compare the mtimes of directories
 	// Excludes are rsync exclude rules (internal/filter), applied on both
@@ -261,6 +263,13 @@ func collect(ctx context.Context, src Source, opts Options, ex *Exclusions) (*si
 		it.Path = strings.Trim(it.Path, "/")
 		if it.Path == "" || ex.under(it.Path, it.Kind == tree.KindDir) {
 			return nil
+		}
+		if opts.NoACLs {
+			for n := range it.Xattrs {
+				if xattr.IsACL(n) {
+					delete(it.Xattrs, n)
+				}
+			}
 		}
 		p := new(Item)
 		*p = it

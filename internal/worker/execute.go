@@ -506,7 +506,7 @@ func (x *xfer) sendFile(ctx context.Context, t dataTask, b *batch) error {
 	}
 	var xattrs []protocol.Xattr
 	if !s.cfg.NoXattrs {
-		xattrs = readXattrsFD(fd, x.root)
+		xattrs = readXattrsFD(fd, x.root, s.cfg.NoACLs)
 	}
 	if t.mode == protocol.FileReplace && e.Size >= deltaThreshold && t.old != nil && t.old.Size >= deltaThreshold {
 		return x.sendDelta(ctx, f, e, t, b)
@@ -759,11 +759,12 @@ func (d *deltaSender) flush(last bool) error {
 
 func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
-// readXattrs reads the xattrs georep carries (see package xattr).
-func readXattrs(p string) []protocol.Xattr {
+// readXattrs reads the xattrs georep carries (see package xattr), without
+// ACLs when noACLs.
+func readXattrs(p string, noACLs bool) []protocol.Xattr {
 	root := os.Geteuid() == 0
 	var out []protocol.Xattr
-	for _, x := range xattr.Read(p, func(n string) bool { return xattr.Synced(n, root) }) {
+	for _, x := range xattr.Read(p, func(n string) bool { return xattr.Synced(n, root) && !(noACLs && xattr.IsACL(n)) }) {
 		out = append(out, protocol.Xattr{Name: x.Name, Value: x.Value})
 	}
 	return out
@@ -771,7 +772,7 @@ func readXattrs(p string) []protocol.Xattr {
 
 // readXattrsFD reads the xattrs georep carries (see package xattr) of an
 // open file, through its descriptor (no path lookup).
-func readXattrsFD(fd int, root bool) []protocol.Xattr {
+func readXattrsFD(fd int, root, noACLs bool) []protocol.Xattr {
 	var small [1024]byte
 	buf := small[:]
 	sz, err := unix.Flistxattr(fd, buf)
@@ -792,7 +793,7 @@ func readXattrsFD(fd int, root bool) []protocol.Xattr {
 		}
 		name := string(names[:i])
 		names = names[min(i+1, len(names)):]
-		if name == "" || !xattr.Synced(name, root) {
+		if name == "" || !xattr.Synced(name, root) || noACLs && xattr.IsACL(name) {
 			continue
 		}
 		vsz, err := unix.Fgetxattr(fd, name, nil)
@@ -893,7 +894,7 @@ func (s *Session) statPrimary(job *Job, e *tree.Entry, withXattrs bool) (*tree.E
 	out := &tree.Entry{Size: st.Size, Meta: tree.Meta{Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}}
 	var xs []protocol.Xattr
 	if withXattrs && tree.KindOf(st.Mode) != tree.KindSymlink {
-		xs = readXattrs(procPath(fd))
+		xs = readXattrs(procPath(fd), s.cfg.NoACLs)
 	}
 	return out, xs, nil
 }

@@ -43,6 +43,9 @@ type Config struct {
 	FakeSuper bool
 	// NoXattrs skips xattrs and ACLs.
 	NoXattrs bool
+	// NoACLs skips POSIX ACLs (system.posix_acl_*): the secondary's
+	// files are left without them.
+	NoACLs bool
 	// Excludes are rsync exclude rules (internal/filter): what they match
 	// is not replicated, and what the secondary already holds there is
 	// kept, unless DeleteExcluded.
