@@ -282,11 +282,14 @@ func Run(ctx context.Context, cfg Config, report Reporter) error {
 // loop keeps a session connected and processes batches; connection losses
 // are retried with exponential backoff.
 func (r *runner) loop(ctx context.Context, jdone chan error) error {
-	backoff := 500 * time.Millisecond
+	const initialBackoff = 500 * time.Millisecond
+	backoff := initialBackoff
 	for {
+		r.mu.Lock()
+		appliedBefore := r.st.Applied
+		r.mu.Unlock()
 		sess, err := worker.Connect(ctx, r.cfg.Worker)
 		if err == nil {
-			backoff = 500 * time.Millisecond
 			r.update(func(s *Status) { s.State, s.LastError = StateActive, "" })
 			err = r.serve(ctx, sess, jdone)
 			sess.Close()
@@ -298,14 +301,18 @@ func (r *runner) loop(ctx context.Context, jdone chan error) error {
 			r.update(func(s *Status) { s.State, s.LastError = StateFaulty, err.Error() })
 			return err
 		}
-		r.log.Warn("secondary unavailable; retrying", "in", backoff, "err", err)
+		r.mu.Lock()
+		progressed := r.st.Applied > appliedBefore
+		r.mu.Unlock()
+		var wait time.Duration
+		wait, backoff = retryDelay(backoff, progressed, initialBackoff, r.cfg.MaxBackoff)
+		r.log.Warn("secondary unavailable; retrying", "in", wait, "err", err)
 		r.update(func(s *Status) { s.State, s.LastError = StateFaulty, errString(err) })
 		select {
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return nil
 		}
-		backoff = min(2*backoff, r.cfg.MaxBackoff)
 	}
 }
 
@@ -538,7 +545,7 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 	if err != nil {
 		return false, err
 	}
-	if err := r.execute(ctx, sess, job); err != nil {
+	if err := r.execute(ctx, sess, job, crawled); err != nil {
 		return false, err
 	}
 	if err := r.commit(ctx, sess, end); err != nil {
@@ -574,7 +581,7 @@ func (r *runner) crawl(ctx context.Context, sess *worker.Session) error {
 	if err != nil {
 		return err
 	}
-	if err := r.execute(ctx, sess, job); err != nil {
+	if err := r.execute(ctx, sess, job, true); err != nil {
 		return err
 	}
 	r.update(func(s *Status) { s.Crawls++ })
@@ -591,8 +598,12 @@ func (r *runner) crawl(ctx context.Context, sess *worker.Session) error {
 // execute applies a job; items that fail are recorded and counted, and
 // replication goes on (they are retried by `georep resync` or the next
 // change). A broken connection is returned.
-func (r *runner) execute(ctx context.Context, sess *worker.Session, job *worker.Job) error {
-	_, _, err := r.executeClearing(ctx, sess, job, nil)
+//
+// Recorded failures the job shows settled are dropped: all of them after a
+// crawl that met none (it reconciled the whole tree), those of the IDs it
+// applied after a batch.
+func (r *runner) execute(ctx context.Context, sess *worker.Session, job *worker.Job, crawl bool) error {
+	_, _, err := r.executeClearing(ctx, sess, job, settledBy(job, crawl))
 	return err
 }
 
@@ -625,7 +636,10 @@ func (r *runner) executeClearing(ctx context.Context, sess *worker.Session, job 
 		s.EntriesSynced += int64(after.Entries - before.Entries)
 	})
 	failures := err != nil && worker.IsFailures(err)
-	if failures || drop != nil && err == nil {
+	r.mu.Lock()
+	recorded := r.st.Failures > 0
+	r.mu.Unlock()
+	if failures || drop != nil && err == nil && recorded {
 		var list []worker.Failure
 		if failures {
 			list = after.FailureList

@@ -127,3 +127,26 @@ func (r *runner) metaSynced() {
 	}
 	r.metaFull = false
 }
+
+// settledBy selects the recorded failures a job settles when it applies
+// without failing: every one for a crawl (the whole tree was reconciled),
+// those of the IDs it worked on for a batch.
+func settledBy(job *worker.Job, crawl bool) func(worker.Failure) bool {
+	if crawl {
+		return func(worker.Failure) bool { return true }
+	}
+	ids := jobIDs(job)
+	return func(f worker.Failure) bool { return ids[f.ID] }
+}
+
+// retryDelay is the wait before the next attempt after one failed, and
+// the backoff after it. The backoff starts again from initial only when
+// the attempt made progress (applied a batch): a secondary that takes the
+// connection but nothing else (a full disk) is retried ever more slowly,
+// up to max, instead of being sent the same batch every second.
+func retryDelay(backoff time.Duration, progressed bool, initial, max time.Duration) (wait, next time.Duration) {
+	if progressed {
+		backoff = initial
+	}
+	return backoff, min(2*backoff, max)
+}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/georep/georep/internal/plan"
+	"github.com/georep/georep/internal/state"
 	"github.com/georep/georep/internal/tree"
 	"github.com/georep/georep/internal/worker"
 )
@@ -96,5 +97,46 @@ func TestInitialSyncProgress(t *testing.T) {
 	if st := ts.status(); st.FilesSynced < 40 || st.RemainingFiles != 0 || st.ETASeconds != 0 || st.Applied < 1 ||
 		st.LastApplySeconds < 1 || st.LastApplyLagSeconds < st.LastApplySeconds {
 		t.Errorf("after the initial sync: %+v", st)
+	}
+}
+
+func TestRetryDelay(t *testing.T) {
+	initial, maxB := 500*time.Millisecond, 30*time.Second
+	b := initial
+	var waits []time.Duration
+	for range 8 { // a full disk: every attempt fails without progress
+		var w time.Duration
+		w, b = retryDelay(b, false, initial, maxB)
+		waits = append(waits, w)
+	}
+	want := []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second, 30 * time.Second, 30 * time.Second}
+	for i := range want {
+		if waits[i] != want[i] {
+			t.Fatalf("waits %v, want %v", waits, want)
+		}
+	}
+	if w, _ := retryDelay(b, true, initial, maxB); w != initial {
+		t.Errorf("after progress the wait is %v, want %v", w, initial)
+	}
+}
+
+// TestConvergedCrawlClearsFailures: failures recorded earlier (a full disk,
+// since freed) are no longer counted or kept once a crawl reconciles the
+// whole tree without failing.
+func TestConvergedCrawlClearsFailures(t *testing.T) {
+	ts := startTestSession(t, func(c *Config) {
+		os.MkdirAll(c.Dir, 0o700)
+		old := []worker.Failure{{ID: "01", Path: "gone/a", Op: "DATA", Error: "no space left on device", Errno: 28},
+			{ID: "02", Path: "gone/b", Op: "META", Error: "no space left on device", Errno: 28}}
+		if err := state.WriteJSON(filepath.Join(c.Dir, "failures.json"), old); err != nil {
+			t.Fatal(err)
+		}
+	})
+	ts.waitFor(t, "the first sync, and the failures cleared", 20*time.Second, func(s Status) bool {
+		return s.State == StateActive && s.Stime > 0 && s.Failures == 0
+	})
+	var left []worker.Failure
+	if err := state.ReadJSON(filepath.Join(ts.dir, "failures.json"), &left); err != nil || len(left) != 0 {
+		t.Errorf("failures.json still holds %d failures (%v)", len(left), err)
 	}
 }

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 
 	"sync"
 	"sync/atomic"
@@ -117,9 +119,48 @@ func (s *Session) pathOf(job *Job, id fileid.ID, slot tree.Slot) string {
 			}
 			return p + "/" + slot.Name
 		}
+		if p, ok := s.primaryPath(slot.Parent); ok {
+			return joinRel(p, slot.Name)
+		}
 		return slot.Parent.Short() + "/" + strconv.Quote(slot.Name)
 	}
+	if p, ok := s.primaryPath(id); ok {
+		return p
+	}
 	return id.Short()
+}
+
+// primaryPath finds where an ID is on the primary now (by its handle), as
+// a path relative to the source ("." for the root): for naming a failure
+// whose path the job did not keep (a directory's metadata).
+func (s *Session) primaryPath(id fileid.ID) (string, bool) {
+	if id == s.rootID && id != "" {
+		return ".", true
+	}
+	if s.opener == nil || !s.opener.Available() {
+		return "", false
+	}
+	f, err := s.opener.Open(id, unix.O_PATH)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	abs, err := os.Readlink(procPath(int(f.Fd())))
+	if err != nil {
+		return "", false
+	}
+	rel, err := filepath.Rel(s.cfg.Source, abs)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", false
+	}
+	return rel, true
+}
+
+func joinRel(dir, name string) string {
+	if dir == "" || dir == "." {
+		return name
+	}
+	return dir + "/" + name
 }
 
 // done is the wait of a phase that sent nothing.
