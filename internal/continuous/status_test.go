@@ -140,3 +140,44 @@ func TestConvergedCrawlClearsFailures(t *testing.T) {
 		t.Errorf("failures.json still holds %d failures (%v)", len(left), err)
 	}
 }
+
+// TestJournalAppliesExcludes: the journal's batches apply the same exclude
+// rules as the crawl: new excluded entries do not travel, and an excluded
+// name the secondary holds is kept when the primary's is deleted.
+func TestJournalAppliesExcludes(t *testing.T) {
+	ts := startTestSession(t, func(c *Config) {
+		c.Worker.Excludes = []string{"/cache/", "*.tmp"}
+		os.MkdirAll(filepath.Join(c.Worker.Source, "cache"), 0o755)
+		os.WriteFile(filepath.Join(c.Worker.Source, "cache", "old"), []byte("x"), 0o644)
+	})
+	first := ts.waitFor(t, "the first sync", 20*time.Second, func(s Status) bool {
+		return s.State == StateActive && s.Crawl == CrawlChangelog && s.Stime > 0
+	})
+	if first.JournalMode != "fanotify" {
+		t.Skipf("no fanotify journal here (%s)", first.JournalMode)
+	}
+	if _, err := os.Stat(filepath.Join(ts.dst, "cache")); err == nil {
+		t.Error("the crawl sent an excluded directory")
+	}
+	// The secondary holds an excluded name of its own.
+	os.WriteFile(filepath.Join(ts.dst, "kept.tmp"), []byte("secondary's"), 0o644)
+	os.MkdirAll(filepath.Join(ts.src, "sub"), 0o755)
+	for _, p := range []string{"a.tmp", "sub/b.tmp", "cache/new", "kept.tmp"} {
+		os.WriteFile(filepath.Join(ts.src, p), []byte("primary's"), 0o644)
+	}
+	os.Remove(filepath.Join(ts.src, "kept.tmp"))
+	os.WriteFile(filepath.Join(ts.src, "sub", "ok"), []byte("y"), 0o644)
+	ts.waitFor(t, "sub/ok on the secondary", 20*time.Second, func(Status) bool {
+		_, err := os.Stat(filepath.Join(ts.dst, "sub", "ok"))
+		return err == nil
+	})
+	ts.waitFor(t, "the batch done", 10*time.Second, func(s Status) bool { return s.PendingChangelogs == 0 && s.LagSeconds == 0 })
+	for _, p := range []string{"a.tmp", "sub/b.tmp", "cache/new", "cache"} {
+		if _, err := os.Stat(filepath.Join(ts.dst, p)); err == nil {
+			t.Errorf("excluded %s reached the secondary", p)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(ts.dst, "kept.tmp")); err != nil || string(b) != "secondary's" {
+		t.Errorf("the secondary's excluded kept.tmp: %q, %v", b, err)
+	}
+}
