@@ -198,9 +198,14 @@ func TestDaemonLifecycle(t *testing.T) {
 	if out, errs, code := dmGeorep(t, bin, state, "session", "create", "x", p, other); code == 0 || !strings.Contains(errs, "not empty") {
 		t.Fatalf("non-empty secondary accepted: %d %s %s", code, out, errs)
 	}
-	if _, errs, code := dmGeorep(t, bin, state, "session", "create", "x", p, filepath.Join(dir, "missing")); code == 0 {
-		t.Fatalf("missing secondary accepted: %s", errs)
+	// A missing local secondary is created, as over ssh (issue 14).
+	if _, errs, code := dmGeorep(t, bin, state, "session", "create", "x", p, filepath.Join(dir, "missing")); code != 0 {
+		t.Fatalf("missing secondary refused: %s", errs)
 	}
+	if fi, err := os.Stat(filepath.Join(dir, "missing")); err != nil || !fi.IsDir() {
+		t.Fatalf("missing secondary not created: %v", err)
+	}
+	dmMust(t, bin, state, "session", "delete", "x")
 
 	d := dmStartDaemon(t, bin, state)
 	out := dmMust(t, bin, state, "session", "create", "life", p, s)
