@@ -35,7 +35,8 @@ const (
 	// FailRemoteCommand: the far side could not run the agent (exit 126
 	// or 127: not installed, not executable). Permanent.
 	FailRemoteCommand
-	// FailAgent: the agent started and exited with a status of its own.
+	// FailAgent: the agent started and exited with a status of its own
+	// before it answered (a usage error, a root it cannot use). Permanent.
 	FailAgent
 )
 
@@ -91,7 +92,7 @@ func (e *SSHError) Unwrap() error { return e.Cause }
 // Permanent reports whether retrying cannot help until the operator acts.
 // FailRejected counts as permanent only when repeated (see Repeated).
 func (e *SSHError) Permanent() bool {
-	return e.Kind == FailResolve || e.Kind == FailRemoteCommand
+	return e.Kind == FailResolve || e.Kind == FailRemoteCommand || e.Kind == FailAgent
 }
 
 // Classify is the pure decision behind an SSHError's kind: ssh's exit

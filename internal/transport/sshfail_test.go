@@ -48,6 +48,7 @@ func TestRetryAfterConnectFailure(t *testing.T) {
 		{"not ssh", nil, io.EOF, true},
 		{"resolve", nil, e(FailResolve), false},
 		{"remote command", nil, e(FailRemoteCommand), false},
+		{"agent exited", nil, e(FailAgent), false},
 		{"refused connection", e(FailConnect), e(FailConnect), true},
 		{"rejected once", nil, e(FailRejected), true},
 		{"rejected after a refused connection", e(FailConnect), e(FailRejected), true},
