@@ -471,7 +471,11 @@ func TestDaemonFaultyRecovers(t *testing.T) {
 		sshd.Kill()
 		name := fmt.Sprintf("during-outage-%d.txt", round)
 		os.WriteFile(filepath.Join(p, name), []byte("written while the secondary was unreachable\n"), 0o644)
-		r := dmWaitStatus(t, d, "remote", "Faulty", 60*time.Second, func(r status.Report) bool { return r.Status == status.Faulty && r.LastError != "" })
+		dmWaitStatus(t, d, "remote", "Faulty", 60*time.Second, func(r status.Report) bool { return r.Status == status.Faulty && r.LastError != "" })
+		// The reconnects then say why, in ssh's words (issue 14).
+		r := dmWaitStatus(t, d, "remote", "ssh's reason in the last error", 60*time.Second, func(r status.Report) bool {
+			return r.Status == status.Faulty && strings.Contains(r.LastError, "Connection refused")
+		})
 		detail := dmMust(t, bin, state, "status", "remote", "--detail")
 		if !strings.Contains(detail, "Faulty") || !strings.Contains(detail, oneLineStart(r.LastError)) {
 			t.Errorf("round %d: status --detail does not show the error %q:\n%s", round, r.LastError, detail)
