@@ -173,6 +173,10 @@ func (s *Session) BatchJob(ctx context.Context, recs []changelog.Record) (*Job, 
 		if h := have[hint]; h != nil && h.ID == id {
 			old = h
 		}
+		if arrivedBefore(old, e, time.Now()) {
+			addMeta(e, hint, true)
+			continue
+		}
 		job.Data = append(job.Data, DataItem{Entry: e, Hint: hint, Old: old})
 		if hint.Parent != "" {
 			touched[hint.Parent] = true // replaced by rename: the directory's mtime changes
