@@ -151,3 +151,19 @@ func BenchmarkExcluded(b *testing.B) {
 		f.Excluded("src/project/lib/module/file.go", false)
 	}
 }
+
+// FuzzReadPatterns: any file reads without panicking, and every pattern it
+// returns is valid and compiles.
+func FuzzReadPatterns(f *testing.F) {
+	f.Add("# c\n*.tmp\n/cache/\n")
+	f.Add(";x\n\n+ keep\n- drop/**\n\r\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		ps, err := ReadPatterns(strings.NewReader(text))
+		if err != nil {
+			return
+		}
+		if _, err := New(ps); err != nil {
+			t.Fatalf("ReadPatterns returned %q, which New refuses: %v", ps, err)
+		}
+	})
+}

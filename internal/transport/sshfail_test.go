@@ -142,3 +142,20 @@ func TestSSHRefusedConnectionIsTransient(t *testing.T) {
 		t.Errorf("the diagnosis does not carry ECONNREFUSED: %v", err)
 	}
 }
+
+// FuzzParseSSHConfig: any `ssh -G` output parses without panicking, and a
+// hostname line is taken as given.
+func FuzzParseSSHConfig(f *testing.F) {
+	f.Add([]byte("user root\nhostname 10.0.0.1\nport 22\n"))
+	f.Add([]byte("proxyjump a,b\nhostname h\n"))
+	f.Add([]byte("\x00\nhostname\n port 5"))
+	f.Fuzz(func(t *testing.T, out []byte) {
+		host, port, _ := parseSSHConfig(out)
+		if port == "" {
+			t.Fatalf("empty port from %q", out)
+		}
+		if host != "" && !strings.Contains(string(out), "hostname "+host) && !strings.Contains(strings.ToLower(string(out)), "hostname "+strings.ToLower(host)) {
+			t.Fatalf("host %q not from the output %q", host, out)
+		}
+	})
+}
