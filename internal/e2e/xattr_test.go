@@ -135,3 +135,33 @@ func TestFakeSuperKeepsSecurityAndTrusted(t *testing.T) {
 		t.Errorf("verify does not compare trusted.*: exit %d\n%s", code, out)
 	}
 }
+
+// TestNonRootSecondaryKeepsSecurityXattrs: a root primary, a secondary
+// reached over ssh as a user who is not root (fake-super of itself): the
+// primary's security.* and trusted.* xattrs are kept under user.georep.,
+// the sync lists no failure, and georep verify --fake-super passes.
+func TestNonRootSecondaryKeepsSecurityXattrs(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.GeorepBin(t)
+	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{User: testUser})
+	p, s, st := userTree(t)
+	chownUser(t, s)
+	f := filepath.Join(p, "f")
+	os.WriteFile(f, []byte("x"), 0o644)
+	setx(t, f, "security.georep-test", "label")
+	setx(t, f, "trusted.georep-test", "secret")
+	setx(t, f, "user.plain", "u")
+	sum := runSync(t, bin, p, sshd.UserHost()+":"+s, "--state-dir", st, "--ssh-command", sshd.SSHCommand(), "--remote-georep", bin)
+	if sum.Stats.Failures != 0 {
+		t.Errorf("failures: %+v", sum.Failures)
+	}
+	sf := filepath.Join(s, "f")
+	for name, want := range map[string]string{"user.georep.security.georep-test": "label", "user.georep.trusted.georep-test": "secret", "user.plain": "u"} {
+		if v, err := getx(sf, name); err != nil || v != want {
+			t.Errorf("%s on the non-root secondary: %q, %v", name, v, err)
+		}
+	}
+	if out, errOut, code := georep(t, bin, "verify", p, s, "--fake-super"); code != 0 {
+		t.Errorf("verify --fake-super: exit %d\n%s%s", code, out, errOut)
+	}
+}
