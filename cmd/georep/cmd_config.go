@@ -91,9 +91,6 @@ func runConfig(ctx context.Context, args []string) error {
 			if set {
 				note = "(set)"
 			}
-			if session.Keys[n].NotApplied {
-				note += " not yet applied by the worker"
-			}
 			if v == "" {
 				v = `""`
 			}
@@ -148,9 +145,6 @@ func configChange(ctx context.Context, store session.Store, name, key string, va
 		return fmt.Errorf("config updated, but the daemon failed to apply it: %w", err)
 	}
 	fmt.Printf("%s: %s = %s (was %s)\n", name, k.Name, now, old)
-	if k.NotApplied {
-		fmt.Printf("note: %s\n", k.Help)
-	}
 	if live {
 		if session.RestartKey(k.Name) {
 			fmt.Println("applied: the session's worker restarted if it was running")

@@ -42,12 +42,17 @@ func runRun(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	rules, err := f.rules()
+	if err != nil {
+		return err
+	}
 	log := cli.Logger(os.Stderr, true, f.logFormat)
 	stateDir := state.Dir(cli.StateDir(f.stateDir))
 	dir := strings.Replace(stateDir.SyncDir(src, dst.String()), string(filepath.Separator)+"sync"+string(filepath.Separator), string(filepath.Separator)+"run"+string(filepath.Separator), 1)
 	cfg := continuous.Config{
 		Worker: worker.Config{Source: src, Dest: dst, SSHCommand: f.sshCommand, RemoteGeorep: f.remoteGeorep, Logger: log,
-			SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, Excludes: f.excludes},
+			SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, NoACLs: f.noACLs, Excludes: rules,
+			DeleteExcluded: f.deleteExcluded},
 		Dir: dir, RolloverInterval: *rollover, ChangeInterval: *change, BatchSize: *batch, CrawlInterval: *crawlEvery, Logger: log,
 		JournalQueueSize: *queue,
 	}

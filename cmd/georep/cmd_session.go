@@ -173,11 +173,16 @@ func sessionCreate(ctx context.Context, store session.Store, name, src, dstArg s
 		return err
 	}
 	if dst.Host == "" {
+		// A missing secondary root is created by the handshake, as over
+		// ssh (and as rsync creates its destination).
 		fi, err := os.Stat(dst.Path)
-		if err != nil || !fi.IsDir() {
-			return fmt.Errorf("secondary %s is not a directory (create it first)", dst.Path)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("secondary %s: %w", dst.Path, err)
 		}
-		if n, ours := localContents(dst.Path, rootID); n > 0 && !ours && !f.force {
+		if err == nil && !fi.IsDir() {
+			return fmt.Errorf("secondary %s is not a directory", dst.Path)
+		}
+		if n, ours := localContents(dst.Path, rootID); err == nil && n > 0 && !ours && !f.force {
 			return fmt.Errorf("secondary %s is not empty (%d entries besides .georep): georep would make it a copy of %s, removing what the primary lacks; use --force to accept", dst.Path, n, src)
 		}
 	}

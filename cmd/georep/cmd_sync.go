@@ -35,8 +35,14 @@ example:
 type syncFlags struct {
 	stateDir, sshCommand, remoteGeorep, logFormat  string
 	json, noProgress, fakeSuper, noXattrs, verbose bool
+	deleteExcluded, noACLs                         bool
 	jobs, passes, reconnects                       int
-	excludes                                       cli.StringList
+	excludes, excludeFrom                          cli.StringList
+}
+
+// rules returns the exclude rules of --exclude and --exclude-from.
+func (f *syncFlags) rules() ([]string, error) {
+	return cli.ExcludeRules(f.excludes, f.excludeFrom, os.Stdin)
 }
 
 func (f *syncFlags) register(fs *flag.FlagSet) {
@@ -48,12 +54,15 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.fakeSuper, "fake-super", false, "keep owners and special files in xattrs on the secondary (automatic when it is not root)")
 	fs.BoolVar(&f.fakeSuper, "no-owner", false, "alias of --fake-super: do not chown on the secondary, store owners in xattrs")
 	fs.BoolVar(&f.noXattrs, "no-xattrs", false, "do not sync xattrs and ACLs")
+	fs.BoolVar(&f.noACLs, "no-acls", false, "do not sync POSIX ACLs: the secondary's files are left without them")
 	fs.BoolVar(&f.verbose, "v", false, "log progress details to stderr")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.IntVar(&f.jobs, "sync-jobs", 0, "files transferred in parallel (default fitted to the machine)")
 	fs.IntVar(&f.passes, "passes", 3, "crawl passes before giving up on failing entries")
 	fs.IntVar(&f.reconnects, "reconnects", 20, "connection attempts (with exponential backoff) before giving up")
-	fs.Var(&f.excludes, "exclude", "top-level name not to replicate (repeatable)")
+	fs.Var(&f.excludes, "exclude", "rsync exclude `PATTERN` (repeatable): /x anchors at the root, x/ matches directories only, * ? [...] within a name, ** across names")
+	fs.Var(&f.excludeFrom, "exclude-from", "read exclude patterns from `FILE`, one a line (# and ; start comments; - is stdin)")
+	fs.BoolVar(&f.deleteExcluded, "delete-excluded", false, "also delete from the secondary what the excludes match (by default it is kept)")
 }
 
 // syncSummary is the --json output.
@@ -79,6 +88,10 @@ func runSync(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	rules, err := f.rules()
+	if err != nil {
+		return err
+	}
 	log := cli.Logger(os.Stderr, f.verbose, f.logFormat)
 	stateDir := state.Dir(cli.StateDir(f.stateDir))
 	recDir := stateDir.SyncDir(src, dst.String())
@@ -91,8 +104,8 @@ func runSync(ctx context.Context, args []string) error {
 	}
 	absState, _ := filepath.Abs(string(stateDir))
 	cfg := worker.Config{Source: src, Dest: dst, SSHCommand: f.sshCommand, RemoteGeorep: f.remoteGeorep, Logger: log,
-		SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, Excludes: f.excludes,
-		ExcludePaths: []string{absState}, Progress: progress,
+		SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, NoACLs: f.noACLs, Excludes: rules,
+		DeleteExcluded: f.deleteExcluded, ExcludePaths: []string{absState}, Progress: progress,
 		// Over a network the last syncfs runs on the secondary after the
 		// sync returns; its stime is recorded only once that is done.
 		DeferDurability: dst.Host != "", PrefetchWalk: true}
@@ -106,15 +119,18 @@ func runSync(ctx context.Context, args []string) error {
 	// A dropped link or a killed agent is not the end: reconnect with
 	// exponential backoff and resume (the crawl finds what is left).
 	backoff := 250 * time.Millisecond
+	var prevErr error
 	for attempt := 1; ; attempt++ {
 		var part syncSummary
 		stime, runErr = syncOnce(ctx, cfg, recDir, f.passes, &part)
 		sum.Passes += part.Passes
 		sum.Stats = addStats(sum.Stats, part.Stats)
 		sum.Failures = part.Failures
-		if runErr == nil || !worker.IsConnectionError(runErr) || ctx.Err() != nil {
+		if runErr == nil || !worker.IsConnectionError(runErr) || ctx.Err() != nil ||
+			!transport.RetryAfterConnectFailure(prevErr, runErr) {
 			break
 		}
+		prevErr = runErr
 		if attempt >= f.reconnects {
 			runErr = fmt.Errorf("gave up after %d connection attempts; the secondary stayed unreachable (last error: %w)", attempt, runErr)
 			break
@@ -139,7 +155,7 @@ func runSync(ctx context.Context, args []string) error {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
 		enc.Encode(sum)
-	} else {
+	} else if runErr == nil {
 		st := sum.Stats
 		fmt.Printf("georep sync %s -> %s: %d entry ops (%d renames), %d files (%s) sent, %d metadata, %d failures, %s on the wire, %.2fs\n",
 			src, dst, st.Entries, st.Renames, st.DataFiles, status.HumanBytes(st.DataBytes), st.Metadata, len(sum.Failures),
@@ -147,6 +163,9 @@ func runSync(ctx context.Context, args []string) error {
 		if st.FakeSuper {
 			fmt.Println("note: the secondary stored owners, groups and device files in user.georep.stat xattrs (fake-super); 'georep verify --fake-super' reads them")
 		}
+	} else {
+		// A failed sync prints no summary that could pass for success:
+		// what failed on stdout, why on stderr.
 		for i, fl := range sum.Failures {
 			if i == 50 {
 				fmt.Printf("... and %d more (see %s)\n", len(sum.Failures)-50, filepath.Join(recDir, "failures.json"))
@@ -187,11 +206,20 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 	if passes < 1 {
 		passes = 1
 	}
+	// Metadata switched on since the last sync (xattrs, ACLs) is re-sent
+	// for every file, not only for those changed since the stime.
+	metaPath := filepath.Join(recDir, worker.MetaOptionsFile)
+	rec, known, err := worker.ReadMetaOptions(metaPath)
+	if err != nil {
+		cfg.Logger.Warn("unreadable record of the synced metadata options; re-sending every file's metadata", "err", err)
+		known, rec = true, worker.MetaOptions{}
+	}
+	crawlStime := worker.MetaCrawlStime(stime, rec, known, cfg.MetaOptions())
 	for pass := 1; pass <= passes; pass++ {
 		sum.Passes = pass
 		sess.ResetFailures()
 		start := time.Now().UnixNano()
-		job, err := sess.Crawl(ctx, stime)
+		job, err := sess.Crawl(ctx, crawlStime)
 		if err != nil {
 			return stime, err
 		}
@@ -222,6 +250,9 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 				return start, fmt.Errorf("record stime: %w", err)
 			}
 			os.Remove(filepath.Join(recDir, "failures.json"))
+			if err := worker.WriteMetaOptions(metaPath, cfg.MetaOptions()); err != nil {
+				cfg.Logger.Warn("could not record the synced metadata options", "err", err)
+			}
 			return start, nil
 		}
 		if !worker.IsFailures(err) {
@@ -234,13 +265,21 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 	return stime, fmt.Errorf("%d entries could not be synced after %d passes", st.Failures, passes)
 }
 
+// printProgress draws the progress line: files and bytes the secondary
+// answered for, the rate since the transfer began and the ETA it gives.
 func printProgress(p worker.Progress) {
-	rate := float64(p.Bytes) / max(p.Elapsed.Seconds(), 0.001)
+	fmt.Fprint(os.Stderr, "\r\033[K"+progressLine(p))
+}
+
+func progressLine(p worker.Progress) string {
+	rate := float64(p.Settled) / max(p.Elapsed.Seconds(), 0.001)
 	eta := "-"
-	if rate > 0 && p.TotalBytes > p.Bytes {
-		eta = (time.Duration(float64(p.TotalBytes-p.Bytes)/rate) * time.Second / time.Second).Round(time.Second).String()
+	if rate > 0 && p.TotalBytes > p.Settled {
+		eta = status.ETA(p.TotalBytes-p.Settled, rate).Round(time.Second).String()
+	} else if p.TotalBytes <= p.Settled {
+		eta = "0s"
 	}
-	fmt.Fprintf(os.Stderr, "\r\033[K%d/%d files  %s/%s  %s/s  ETA %s", p.Files, p.TotalFiles, status.HumanBytes(p.Bytes), status.HumanBytes(p.TotalBytes), status.HumanBytes(int64(rate)), eta)
+	return fmt.Sprintf("%d/%d files  %s/%s  %s/s  ETA %s", p.Files, p.TotalFiles, status.HumanBytes(p.Settled), status.HumanBytes(p.TotalBytes), status.HumanBytes(int64(rate)), eta)
 }
 
 func version() string { return worker.Version }
@@ -271,8 +310,8 @@ func parseSrcDst(fs *flag.FlagSet, args []string, verb, help string) (string, tr
 		}
 		return "", transport.Destination{}, err
 	}
-	if len(pos) != 2 {
-		return "", transport.Destination{}, cli.Usagef("need SRC and DST (see georep %s --help)", verb)
+	if err := cli.WantSrcDst(pos); err != nil {
+		return "", transport.Destination{}, cli.Usagef("%v (see georep %s --help)", err, verb)
 	}
 	src, err := filepath.Abs(pos[0])
 	if err != nil {

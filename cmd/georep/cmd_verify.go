@@ -39,10 +39,13 @@ func runVerify(ctx context.Context, args []string) error {
 	fake := fs.Bool("fake-super", false, "read owners and special files of the replica from user.georep.stat xattrs")
 	fs.BoolVar(&o.NoOwner, "no-owner", false, "do not compare owner and group")
 	fs.BoolVar(&o.NoXattrs, "no-xattrs", false, "do not compare xattrs and ACLs")
+	fs.BoolVar(&o.NoACLs, "no-acls", false, "do not compare POSIX ACLs")
 	fs.BoolVar(&o.MtimeNS, "mtime-ns", false, "compare mtimes to the nanosecond")
 	fs.BoolVar(&o.DirMtime, "dir-mtime", false, "compare directory mtimes too")
 	fs.IntVar(&o.Show, "show", 20, "differences to print")
-	fs.Var(&excludes, "exclude", "top-level name to ignore on both sides (repeatable)")
+	var excludeFrom cli.StringList
+	fs.Var(&excludes, "exclude", "rsync exclude `PATTERN` left out on both sides (repeatable; as georep sync --exclude)")
+	fs.Var(&excludeFrom, "exclude-from", "read exclude patterns from `FILE`")
 	sshCommand := fs.String("ssh-command", "", `ssh command for a remote DST, e.g. "ssh -p 2222 -i KEY" (default ssh)`)
 	remoteGeorep := fs.String("remote-georep", "", "georep command on the secondary host (default georep)")
 	jobs := fs.Int("jobs", 0, "files hashed in parallel on a remote secondary (default fitted to its machine)")
@@ -54,10 +57,12 @@ func runVerify(ctx context.Context, args []string) error {
 		}
 		return err
 	}
-	if len(pos) != 2 {
-		return cli.Usagef("need SRC and DST")
+	if err := cli.WantSrcDst(pos); err != nil {
+		return cli.Usagef("%v (see georep verify --help)", err)
 	}
-	o.Excludes = excludes
+	if o.Excludes, err = cli.ExcludeRules(excludes, excludeFrom, os.Stdin); err != nil {
+		return err
+	}
 	dst, err := transport.ParseDestination(pos[1])
 	if err != nil {
 		return cli.Usagef("%v", err)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -25,22 +26,24 @@ var commands []command
 
 func register(c command) { commands = append(commands, c) }
 
-func usage() {
-	fmt.Fprintf(os.Stderr, "georep replicates a directory tree to secondaries (local or over SSH), continuously or once.\n\nusage: georep COMMAND [ARGS] [FLAGS]\n\ncommands:\n")
+// usage lists the commands: on stdout when asked for (--help), on stderr
+// after a mistake.
+func usage(w io.Writer) {
+	fmt.Fprintf(w, "georep replicates a directory tree to secondaries (local or over SSH), continuously or once.\n\nusage: georep COMMAND [ARGS] [FLAGS]\n\ncommands:\n")
 	for _, c := range commands {
-		fmt.Fprintf(os.Stderr, "  %-12s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
-	fmt.Fprintf(os.Stderr, "\n'georep COMMAND --help' shows a command's flags and an example.\n")
+	fmt.Fprintf(w, "\n'georep COMMAND --help' shows a command's flags and an example.\n")
 }
 
 func main() {
 	if len(os.Args) < 2 {
-		usage()
+		usage(os.Stderr)
 		os.Exit(2)
 	}
 	name := os.Args[1]
 	if name == "-h" || name == "--help" || name == "help" {
-		usage()
+		usage(os.Stdout)
 		return
 	}
 	if name == "version" || name == "--version" {
@@ -72,7 +75,7 @@ func main() {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "georep: unknown command %q\n\n", name)
-	usage()
+	usage(os.Stderr)
 	os.Exit(2)
 }
 

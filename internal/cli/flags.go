@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/georep/georep/internal/filter"
 )
 
 // DefaultStateDir is used when neither --state-dir nor $GEOREP_STATE_DIR is set.
@@ -60,6 +62,58 @@ func Parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// WantSrcDst checks the positional arguments of a SRC DST verb and says
+// what is wrong with them.
+func WantSrcDst(pos []string) error {
+	switch {
+	case len(pos) == 0:
+		return errors.New("missing SRC and DST")
+	case len(pos) == 1:
+		return fmt.Errorf("missing DST after SRC %q", pos[0])
+	case len(pos) > 2:
+		return fmt.Errorf("%d arguments given, want only SRC and DST; unexpected: %s (a path with spaces needs quotes; a flag's value follows the flag)",
+			len(pos), quoteAll(pos[2:]))
+	}
+	return nil
+}
+
+func quoteAll(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = fmt.Sprintf("%q", s)
+	}
+	return strings.Join(q, " ")
+}
+
+// ExcludeRules gathers the exclude rules of --exclude PATTERN (in order)
+// and of each --exclude-from FILE ("-" is standard input), checked.
+func ExcludeRules(patterns, files []string, stdin io.Reader) ([]string, error) {
+	var out []string
+	for _, p := range patterns {
+		if err := filter.Validate(p); err != nil {
+			return nil, Usagef("--exclude: %v", err)
+		}
+		out = append(out, p)
+	}
+	for _, name := range files {
+		r := stdin
+		if name != "-" {
+			f, err := os.Open(name)
+			if err != nil {
+				return nil, Usagef("--exclude-from: %v", err)
+			}
+			defer f.Close()
+			r = f
+		}
+		ps, err := filter.ReadPatterns(r)
+		if err != nil {
+			return nil, Usagef("--exclude-from %s: %v", name, err)
+		}
+		out = append(out, ps...)
+	}
+	return out, nil
 }
 
 // StringList is a repeatable string flag.

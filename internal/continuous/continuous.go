@@ -22,6 +22,7 @@ import (
 	"github.com/georep/georep/internal/fileid"
 	"github.com/georep/georep/internal/journal"
 	"github.com/georep/georep/internal/state"
+	"github.com/georep/georep/internal/status"
 	"github.com/georep/georep/internal/worker"
 )
 
@@ -94,7 +95,21 @@ type Status struct {
 	JournalEvents     uint64    `json:"journal_events"`
 	JournalOverflows  uint64    `json:"journal_overflows"`
 	PendingChangelogs int       `json:"pending_changelogs"`
-	Updated           time.Time `json:"updated"`
+	// Remaining work of the crawl or batch being applied: entry
+	// operations, files to send and their bytes; the recent transfer rate
+	// and the ETA it gives for the bytes (0 when idle or unknown).
+	RemainingEntries int     `json:"remaining_entries"`
+	RemainingFiles   int     `json:"remaining_files"`
+	RemainingBytes   int64   `json:"remaining_bytes"`
+	RateBytes        float64 `json:"rate_bytes_per_second"`
+	ETASeconds       float64 `json:"eta_seconds"`
+	// Applied counts the jobs (batches and crawls) applied; the last one
+	// took LastApplySeconds, and its oldest change reached the secondary
+	// LastApplyLagSeconds after it was made (-1: unknown).
+	Applied             int64     `json:"applied"`
+	LastApplySeconds    float64   `json:"last_apply_seconds"`
+	LastApplyLagSeconds float64   `json:"last_apply_lag_seconds"`
+	Updated             time.Time `json:"updated"`
 }
 
 // ResyncRequest asks a running session to re-send part of the tree.
@@ -129,12 +144,39 @@ type runner struct {
 	st     Status
 	jr     *journal.Journal
 	clDir  string
+
+	// Under mu: oldest is when the oldest change not yet on the secondary
+	// was made (Unix ns, 0 = none), the LAG's origin; started is when this
+	// runner began (the origin of an initial sync's LAG).
+	oldest  int64
+	started time.Time
+	// rate follows the bytes sent, for the ETA; the job's base counters
+	// let progress reports add to the synced totals as the job goes.
+	rate                 status.RateWindow
+	baseFiles, baseBytes int64
+	// metaFull: the metadata options widened (or their record is
+	// unreadable): the next crawl re-sends every file's metadata, and the
+	// next batch is a crawl. metaPath is the record.
+	metaFull bool
+	metaPath string
+	// pausedSeq/pausedStart: the first pending changelog seen while
+	// paused and its start, so it is read once.
+	pausedSeq   uint64
+	pausedStart int64
+}
+
+// setOldest sets the LAG's origin (0: nothing pending).
+func (r *runner) setOldest(ns int64) {
+	r.mu.Lock()
+	r.oldest = ns
+	r.mu.Unlock()
 }
 
 func (r *runner) update(fn func(*Status)) {
 	r.mu.Lock()
 	fn(&r.st)
 	r.st.Updated = time.Now()
+	r.st.LagSeconds = lagSeconds(r.st.Updated.UnixNano(), r.oldest)
 	if r.jr != nil {
 		js := r.jr.Stats()
 		r.st.JournalEvents, r.st.JournalOverflows = js.Events, js.Overflows
@@ -178,7 +220,7 @@ func Run(ctx context.Context, cfg Config, report Reporter) error {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return fmt.Errorf("session directory: %w", err)
 	}
-	r := &runner{cfg: cfg, log: log, report: report, clDir: filepath.Join(cfg.Dir, "changelogs")}
+	r := &runner{cfg: cfg, log: log, report: report, clDir: filepath.Join(cfg.Dir, "changelogs"), started: time.Now()}
 	r.st.State, r.st.Crawl = StateInitializing, CrawlHybrid
 	if st, err := state.ReadStime(filepath.Join(cfg.Dir, "stime")); err == nil && st > 0 {
 		r.st.Stime, r.st.LastSynced = st, time.Unix(0, st)
@@ -189,7 +231,23 @@ func Run(ctx context.Context, cfg Config, report Reporter) error {
 	}
 	absDir, _ := filepath.Abs(cfg.Dir)
 	cfg.Worker.ExcludePaths = append(cfg.Worker.ExcludePaths, absDir)
+	if next := cfg.Worker.Progress; true {
+		cfg.Worker.Progress = func(p worker.Progress) {
+			r.onProgress(p)
+			if next != nil {
+				next(p)
+			}
+		}
+	}
 	r.cfg = cfg
+	r.metaPath = filepath.Join(cfg.Dir, worker.MetaOptionsFile)
+	if rec, known, err := worker.ReadMetaOptions(r.metaPath); err != nil {
+		log.Warn("unreadable record of the synced metadata options; every file's metadata is re-sent", "err", err)
+		r.metaFull = true
+	} else if worker.MetaCrawlStime(1, rec, known, cfg.Worker.MetaOptions()) == 0 {
+		log.Info("xattrs or ACLs switched on: the next crawl re-sends every file's metadata")
+		r.metaFull = true
+	}
 	r.update(func(*Status) {})
 
 	jr, err := journal.Open(journal.Config{Roots: []journal.Root{{Path: src, Dir: r.clDir}}, Exclude: []string{absDir},
@@ -224,11 +282,14 @@ func Run(ctx context.Context, cfg Config, report Reporter) error {
 // loop keeps a session connected and processes batches; connection losses
 // are retried with exponential backoff.
 func (r *runner) loop(ctx context.Context, jdone chan error) error {
-	backoff := 500 * time.Millisecond
+	const initialBackoff = 500 * time.Millisecond
+	backoff := initialBackoff
 	for {
+		r.mu.Lock()
+		appliedBefore := r.st.Applied
+		r.mu.Unlock()
 		sess, err := worker.Connect(ctx, r.cfg.Worker)
 		if err == nil {
-			backoff = 500 * time.Millisecond
 			r.update(func(s *Status) { s.State, s.LastError = StateActive, "" })
 			err = r.serve(ctx, sess, jdone)
 			sess.Close()
@@ -240,14 +301,18 @@ func (r *runner) loop(ctx context.Context, jdone chan error) error {
 			r.update(func(s *Status) { s.State, s.LastError = StateFaulty, err.Error() })
 			return err
 		}
-		r.log.Warn("secondary unavailable; retrying", "in", backoff, "err", err)
+		r.mu.Lock()
+		progressed := r.st.Applied > appliedBefore
+		r.mu.Unlock()
+		var wait time.Duration
+		wait, backoff = retryDelay(backoff, progressed, initialBackoff, r.cfg.MaxBackoff)
+		r.log.Warn("secondary unavailable; retrying", "in", wait, "err", err)
 		r.update(func(s *Status) { s.State, s.LastError = StateFaulty, errString(err) })
 		select {
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		case <-ctx.Done():
 			return nil
 		}
-		backoff = min(2*backoff, r.cfg.MaxBackoff)
 	}
 }
 
@@ -300,6 +365,7 @@ func (r *runner) serve(ctx context.Context, sess *worker.Session, jdone chan err
 	defer tick.Stop()
 	for {
 		for r.cfg.paused() {
+			r.notePausedLag()
 			r.update(func(s *Status) { s.State = StatePaused })
 			select {
 			case <-ctx.Done():
@@ -414,10 +480,12 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 	if err != nil {
 		return false, err
 	}
+	if len(files) == 0 {
+		r.setOldest(0)
+	}
 	r.update(func(s *Status) {
 		s.PendingChangelogs = len(files)
 		if len(files) == 0 {
-			s.LagSeconds = 0
 			if s.Stime > 0 { // not before the first crawl (its gap is not written yet)
 				s.Crawl = CrawlChangelog
 			}
@@ -455,26 +523,38 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 		}
 	}
 	if oldest > 0 {
-		r.update(func(s *Status) { s.LagSeconds = time.Since(time.Unix(0, oldest)).Seconds() })
+		r.setOldest(oldest)
+		r.update(func(s *Status) {})
 	}
-	job, err := sess.BatchJob(ctx, recs)
+	applyStart := time.Now()
+	var job *worker.Job
+	if r.metaFull {
+		err = fmt.Errorf("%w (metadata options widened)", worker.ErrNeedCrawl)
+	} else {
+		job, err = sess.BatchJob(ctx, recs)
+	}
 	crawled := false
 	if errors.Is(err, worker.ErrNeedCrawl) {
 		r.log.Info("crawling", "why", err)
+		r.setOldest(r.crawlOrigin(oldest))
 		r.update(func(s *Status) { s.Crawl = CrawlHybrid })
-		job, err = sess.Crawl(ctx, r.st.Stime)
+		job, err = sess.Crawl(ctx, r.crawlStime())
 		crawled = true
 		r.update(func(s *Status) { s.Crawls++ })
 	}
 	if err != nil {
 		return false, err
 	}
-	if err := r.execute(ctx, sess, job); err != nil {
+	if err := r.execute(ctx, sess, job, crawled); err != nil {
 		return false, err
 	}
 	if err := r.commit(ctx, sess, end); err != nil {
 		return false, err
 	}
+	if crawled {
+		r.metaSynced()
+	}
+	r.applied(applyStart)
 	for _, f := range taken {
 		os.Remove(f.Path)
 	}
@@ -484,33 +564,46 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 			s.Crawl = CrawlChangelog
 		}
 		s.PendingChangelogs = len(files) - len(taken)
-		if s.PendingChangelogs == 0 {
-			s.LagSeconds = 0
-		}
 	})
+	if len(taken) == len(files) {
+		r.setOldest(0)
+		r.update(func(*Status) {})
+	}
 	r.log.Debug("batch applied", "changelogs", len(taken), "records", len(recs), "job", job.String(), "crawl", crawled)
 	return len(taken) < len(files), nil
 }
 
 func (r *runner) crawl(ctx context.Context, sess *worker.Session) error {
 	start := time.Now().UnixNano()
+	r.setOldest(r.crawlOrigin(0))
 	r.update(func(s *Status) { s.Crawl = CrawlHybrid })
-	job, err := sess.Crawl(ctx, r.st.Stime)
+	job, err := sess.Crawl(ctx, r.crawlStime())
 	if err != nil {
 		return err
 	}
-	if err := r.execute(ctx, sess, job); err != nil {
+	if err := r.execute(ctx, sess, job, true); err != nil {
 		return err
 	}
 	r.update(func(s *Status) { s.Crawls++ })
-	return r.commit(ctx, sess, start)
+	if err := r.commit(ctx, sess, start); err != nil {
+		return err
+	}
+	r.metaSynced()
+	r.applied(time.Unix(0, start))
+	r.setOldest(0)
+	r.update(func(*Status) {})
+	return nil
 }
 
 // execute applies a job; items that fail are recorded and counted, and
 // replication goes on (they are retried by `georep resync` or the next
 // change). A broken connection is returned.
-func (r *runner) execute(ctx context.Context, sess *worker.Session, job *worker.Job) error {
-	_, _, err := r.executeClearing(ctx, sess, job, nil)
+//
+// Recorded failures the job shows settled are dropped: all of them after a
+// crawl that met none (it reconciled the whole tree), those of the IDs it
+// applied after a batch.
+func (r *runner) execute(ctx context.Context, sess *worker.Session, job *worker.Job, crawl bool) error {
+	_, _, err := r.executeClearing(ctx, sess, job, settledBy(job, crawl))
 	return err
 }
 
@@ -521,8 +614,15 @@ func (r *runner) executeClearing(ctx context.Context, sess *worker.Session, job 
 	if r.cfg.FilterJob != nil {
 		r.cfg.FilterJob(job)
 	}
+	work := Remaining(job)
+	r.mu.Lock()
+	r.baseFiles, r.baseBytes = r.st.FilesSynced, r.st.BytesSynced
+	r.rate = status.RateWindow{}
+	r.mu.Unlock()
 	r.update(func(s *Status) {
 		s.PendingEntry, s.PendingData, s.PendingMeta = len(job.Plan.Ops), len(job.Plan.NewFiles)+len(job.Data), len(job.Meta)
+		s.RemainingEntries, s.RemainingFiles, s.RemainingBytes = work.Entries, work.Files, work.Bytes
+		s.RateBytes, s.ETASeconds = 0, 0
 	})
 	before := sess.Stats()
 	sess.ResetFailures()
@@ -530,12 +630,16 @@ func (r *runner) executeClearing(ctx context.Context, sess *worker.Session, job 
 	after := sess.Stats()
 	r.update(func(s *Status) {
 		s.PendingEntry, s.PendingData, s.PendingMeta = 0, 0, 0
-		s.FilesSynced += int64(after.DataFiles - before.DataFiles)
-		s.BytesSynced += after.DataBytes - before.DataBytes
+		s.RemainingEntries, s.RemainingFiles, s.RemainingBytes, s.RateBytes, s.ETASeconds = 0, 0, 0, 0, 0
+		s.FilesSynced = r.baseFiles + int64(after.DataFiles-before.DataFiles)
+		s.BytesSynced = r.baseBytes + after.DataBytes - before.DataBytes
 		s.EntriesSynced += int64(after.Entries - before.Entries)
 	})
 	failures := err != nil && worker.IsFailures(err)
-	if failures || drop != nil && err == nil {
+	r.mu.Lock()
+	recorded := r.st.Failures > 0
+	r.mu.Unlock()
+	if failures || drop != nil && err == nil && recorded {
 		var list []worker.Failure
 		if failures {
 			list = after.FailureList

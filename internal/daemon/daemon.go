@@ -95,6 +95,7 @@ type Daemon struct {
 	reconcileMu sync.Mutex // one reconcile at a time
 	mu          sync.Mutex
 	sessions    map[string]*runtime
+	metrics     *metrics.Metrics
 }
 
 // Run runs the daemon until ctx is done, then stops every worker (journals
@@ -135,6 +136,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d := &Daemon{opts: opts, store: session.Store{Root: abs}, log: opts.Logger, absState: abs, sessions: map[string]*runtime{}}
+	d.metrics = metrics.New(d.reports)
 	if err := d.store.Init(); err != nil {
 		return err
 	}
@@ -166,7 +168,7 @@ func Run(ctx context.Context, opts Options) error {
 		}
 		metricsAddr = mln.Addr().String()
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", metrics.Handler(d.reports))
+		mux.Handle("/metrics", d.metrics.Handler())
 		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path != "/" {
 				http.NotFound(w, r)
@@ -342,6 +344,7 @@ func (d *Daemon) reconcile(name string) error {
 			d.mu.Lock()
 			delete(d.sessions, name)
 			d.mu.Unlock()
+			d.metrics.Forget(name)
 			d.log.Info("session forgotten (deleted)", "session", name)
 		}
 		return nil
@@ -443,6 +446,9 @@ func (d *Daemon) do(req Request) Response {
 		return Response{Version: worker.Version, PID: os.Getpid()}
 	case OpStatus:
 		if req.Session == "" {
+			// Every session in the state directory, including one created
+			// or started a moment ago by someone who did not tell us.
+			d.rescan()
 			return Response{Reports: d.reports()}
 		}
 		d.mu.Lock()

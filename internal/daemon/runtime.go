@@ -39,6 +39,7 @@ type runtime struct {
 	faultySince time.Time
 	activeSince time.Time // the worker of this run has been Active since (zero: not now)
 	lastState   string
+	applied     int64 // the worker's Applied count last seen (histograms observe each new one)
 	cancel      context.CancelFunc
 	done        chan struct{}
 	logFile     *LogFile
@@ -129,6 +130,7 @@ func (rt *runtime) apply(sess *session.Session) error {
 		rt.mu.Lock()
 		rt.rep.Status = string(sess.State) // Created or Stopped
 		rt.rep.CrawlStatus, rt.rep.Entry, rt.rep.Data, rt.rep.Meta, rt.rep.LagSeconds = "", 0, 0, 0, 0
+		rt.rep.RemainingEntries, rt.rep.RemainingFiles, rt.rep.RemainingBytes, rt.rep.RateBytes, rt.rep.ETASeconds = 0, 0, 0, 0, 0
 		rt.dirty = true
 		rt.mu.Unlock()
 	}
@@ -219,6 +221,7 @@ func (rt *runtime) supervise(ctx context.Context, sess *session.Session, done ch
 		rt.mu.Lock()
 		rt.rep.Status, rt.rep.CrawlStatus = status.Faulty, ""
 		rt.rep.Entry, rt.rep.Data, rt.rep.Meta = 0, 0, 0
+		rt.rep.RemainingEntries, rt.rep.RemainingFiles, rt.rep.RemainingBytes, rt.rep.RateBytes, rt.rep.ETASeconds = 0, 0, 0, 0, 0
 		rt.rep.LastError, rt.rep.LastErrorTime = err.Error(), status.TimePtr(now)
 		rt.lastState = status.Faulty
 		rt.dirty = true
@@ -252,6 +255,7 @@ func (rt *runtime) runOnce(ctx context.Context, cfg continuous.Config) (healthy 
 	defer cancel()
 	rt.mu.Lock()
 	rt.activeSince = time.Time{}
+	rt.applied = 0 // a new worker counts from 0
 	rt.mu.Unlock()
 	errc := make(chan error, 1)
 	go func() { errc <- rt.d.opts.Run(wctx, cfg, rt.onStatus) }()
@@ -303,7 +307,7 @@ func (rt *runtime) config(sess *session.Session) (continuous.Config, error) {
 	}
 	cfg := continuous.Config{
 		Worker: worker.Config{Source: sess.Primary, Dest: dst, SSHCommand: eff.SSHCommand, RemoteGeorep: eff.RemoteGeorep,
-			Logger: log, SyncJobs: eff.SyncJobs, FakeSuper: eff.FakeSuper, NoXattrs: !eff.SyncXattrs, Excludes: eff.Exclude,
+			Logger: log, SyncJobs: eff.SyncJobs, FakeSuper: eff.FakeSuper, NoXattrs: !eff.SyncXattrs, NoACLs: !eff.SyncACLs, Excludes: eff.Exclude, DeleteExcluded: eff.DeleteExcluded,
 			ExcludePaths: []string{rt.d.absState}, Stderr: lf, Compression: comp, BandwidthLimit: eff.BandwidthLimit},
 		Dir:              rt.d.store.Dir(rt.name),
 		RolloverInterval: eff.RolloverInterval,
@@ -333,6 +337,8 @@ func (rt *runtime) onStatus(st continuous.Status) {
 	}
 	r.LagSeconds = st.LagSeconds
 	r.Entry, r.Data, r.Meta = st.PendingEntry, st.PendingData, st.PendingMeta
+	r.RemainingEntries, r.RemainingFiles, r.RemainingBytes = st.RemainingEntries, st.RemainingFiles, st.RemainingBytes
+	r.RateBytes, r.ETASeconds = st.RateBytes, st.ETASeconds
 	r.Failures = st.Failures
 	r.FilesSynced, r.BytesSynced, r.EntriesSynced = st.FilesSynced, st.BytesSynced, st.EntriesSynced
 	r.Batches, r.Crawls, r.PendingChangelogs = st.Batches, st.Crawls, st.PendingChangelogs
@@ -354,6 +360,8 @@ func (rt *runtime) onStatus(st continuous.Status) {
 	} else if st.State != continuous.StatePaused {
 		rt.activeSince = time.Time{}
 	}
+	newBatches := st.Applied > rt.applied
+	rt.applied = st.Applied
 	from := rt.lastState
 	rt.lastState = st.State
 	var cp time.Time
@@ -365,11 +373,16 @@ func (rt *runtime) onStatus(st continuous.Status) {
 		rt.dirty = true
 	}
 	rt.mu.Unlock()
+	if newBatches {
+		rt.d.metrics.ObserveBatch(rt.name, st.LastApplySeconds, st.LastApplyLagSeconds)
+	}
 	if from != st.State {
 		rt.log.Info("worker status change", "from", from, "to", st.State, "crawl", st.Crawl, "err", st.LastError)
 	}
-	if completed || from != st.State {
+	if completed {
 		rt.log.Info("checkpoint completed", "checkpoint", cp.Format(time.RFC3339), "stime", time.Unix(0, st.Stime).Format(time.RFC3339Nano))
+	}
+	if completed || from != st.State {
 		rt.save()
 	}
 }

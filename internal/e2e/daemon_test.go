@@ -154,7 +154,7 @@ func dmScrape(t *testing.T, addr string) map[string]metrics.Sample {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != metrics.ContentType {
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
 		t.Fatalf("metrics: %s %q", resp.Status, resp.Header.Get("Content-Type"))
 	}
 	m, err := metrics.Parse(resp.Body)
@@ -198,9 +198,14 @@ func TestDaemonLifecycle(t *testing.T) {
 	if out, errs, code := dmGeorep(t, bin, state, "session", "create", "x", p, other); code == 0 || !strings.Contains(errs, "not empty") {
 		t.Fatalf("non-empty secondary accepted: %d %s %s", code, out, errs)
 	}
-	if _, errs, code := dmGeorep(t, bin, state, "session", "create", "x", p, filepath.Join(dir, "missing")); code == 0 {
-		t.Fatalf("missing secondary accepted: %s", errs)
+	// A missing local secondary is created, as over ssh (issue 14).
+	if _, errs, code := dmGeorep(t, bin, state, "session", "create", "x", p, filepath.Join(dir, "missing")); code != 0 {
+		t.Fatalf("missing secondary refused: %s", errs)
 	}
+	if fi, err := os.Stat(filepath.Join(dir, "missing")); err != nil || !fi.IsDir() {
+		t.Fatalf("missing secondary not created: %v", err)
+	}
+	dmMust(t, bin, state, "session", "delete", "x")
 
 	d := dmStartDaemon(t, bin, state)
 	out := dmMust(t, bin, state, "session", "create", "life", p, s)
@@ -458,7 +463,11 @@ func TestDaemonFaultyRecovers(t *testing.T) {
 		sshd.Kill()
 		name := fmt.Sprintf("during-outage-%d.txt", round)
 		os.WriteFile(filepath.Join(p, name), []byte("written while the secondary was unreachable\n"), 0o644)
-		r := dmWaitStatus(t, d, "remote", "Faulty", 60*time.Second, func(r status.Report) bool { return r.Status == status.Faulty && r.LastError != "" })
+		dmWaitStatus(t, d, "remote", "Faulty", 60*time.Second, func(r status.Report) bool { return r.Status == status.Faulty && r.LastError != "" })
+		// The reconnects then say why, in ssh's words (issue 14).
+		r := dmWaitStatus(t, d, "remote", "ssh's reason in the last error", 60*time.Second, func(r status.Report) bool {
+			return r.Status == status.Faulty && strings.Contains(r.LastError, "Connection refused")
+		})
 		detail := dmMust(t, bin, state, "status", "remote", "--detail")
 		if !strings.Contains(detail, "Faulty") || !strings.Contains(detail, oneLineStart(r.LastError)) {
 			t.Errorf("round %d: status --detail does not show the error %q:\n%s", round, r.LastError, detail)

@@ -15,15 +15,20 @@ import (
 	"sync"
 
 	"github.com/georep/georep/internal/fileid"
+	"github.com/georep/georep/internal/filter"
 	"github.com/georep/georep/internal/tree"
 	"golang.org/x/sys/unix"
 )
 
 // Options tune a walk.
 type Options struct {
-	// Exclude lists names at the top level of the root that are skipped
-	// (georep's private ".georep" always is).
-	Exclude []string
+	// Filter says which entries are skipped, with everything below them
+	// (rsync's exclude rules); georep's private top-level ".georep" always
+	// is. FilterBase is the walk root's path relative to the filter's root
+	// ("" when the walk starts there), so that a subtree walk applies the
+	// same anchored rules.
+	Filter     *filter.Filter
+	FilterBase string
 	// ExcludePaths lists absolute paths whose subtrees are skipped (the state
 	// dir when it lies inside the root).
 	ExcludePaths []string
@@ -140,8 +145,8 @@ func Walk(ctx context.Context, root string, opts Options) (*Result, error) {
 	}
 	res := &Result{Root: rootEntry, FSID: fsid}
 	excludeTop := map[string]bool{".georep": true}
-	for _, x := range opts.Exclude {
-		excludeTop[x] = true
+	if opts.FilterBase != "" {
+		excludeTop = nil // not the root of the tree
 	}
 	absRoot, _ := filepath.Abs(root)
 	excludeRel := map[string]bool{}
@@ -305,6 +310,15 @@ func readDir(rootFD int, fsid fileid.FSID, dev uint64, job dirJob, excludeTop, e
 			}
 			e := tree.Entry{Slot: tree.Slot{Parent: job.id, Name: name}}
 			fill(&e, &st)
+			if !opts.Filter.Empty() {
+				frel := rel
+				if opts.FilterBase != "" {
+					frel = opts.FilterBase + "/" + rel
+				}
+				if opts.Filter.Excluded(frel, e.Kind == tree.KindDir) {
+					continue
+				}
+			}
 			if e.Kind == tree.KindDir && unix.Mkdev(st.Dev_major, st.Dev_minor) != dev {
 				if opts.OnMountPoint != nil {
 					opts.OnMountPoint(rel)

@@ -840,21 +840,39 @@ func (a *Agent) applyFakeStat(dirfd int, name string, e *tree.Entry) {
 	}
 }
 
-// syncedXattr reports whether georep carries an xattr name; trusted.*
-// only when the agent is root (not fake-super).
-func (a *Agent) syncedXattr(name string) bool { return xattr.Synced(name, !a.fakeSuper) }
+// wantXattrs maps the primary's attributes to the names this secondary
+// keeps them under (a fake-super one keeps security.* and trusted.* under
+// user.georep., see xattr.StoredName).
+func (a *Agent) wantXattrs(xs []protocol.Xattr) map[string][]byte {
+	want := make(map[string][]byte, len(xs))
+	for _, x := range xs {
+		if xattr.Synced(x.Name, true) {
+			want[xattr.StoredName(x.Name, a.fakeSuper)] = x.Value
+		}
+	}
+	return want
+}
+
+// managedXattr reports whether the secondary's attribute (as stored) is
+// one the agent keeps equal to the primary's.
+func (a *Agent) managedXattr(name string) bool { return xattr.Managed(name, a.fakeSuper) }
+
+// setXattrErr says whether a failed set is an error: a filesystem that
+// holds no such attribute is left as it is; anything else (a refusal) is
+// reported, never dropped.
+func setXattrErr(name string, err error) error {
+	if errors.Is(err, unix.EOPNOTSUPP) {
+		return nil
+	}
+	return fmt.Errorf("set xattr %s: %w", name, err)
+}
 
 // syncXattrs makes the synced xattrs of fd exactly xs.
 func (a *Agent) syncXattrs(fd int, xs []protocol.Xattr) error {
 	p := procPath(fd)
-	want := map[string][]byte{}
-	for _, x := range xs {
-		if a.syncedXattr(x.Name) {
-			want[x.Name] = x.Value
-		}
-	}
+	want := a.wantXattrs(xs)
 	have := map[string][]byte{}
-	for _, x := range xattr.Read(p, a.syncedXattr) {
+	for _, x := range xattr.Read(p, a.managedXattr) {
 		have[x.Name] = x.Value
 	}
 	for name := range have {
@@ -868,10 +886,7 @@ func (a *Agent) syncXattrs(fd int, xs []protocol.Xattr) error {
 			continue
 		}
 		if err := unix.Setxattr(p, name, v, 0); err != nil && firstErr == nil {
-			if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPERM) {
-				continue // the secondary's filesystem or rights cannot hold it
-			}
-			firstErr = fmt.Errorf("set xattr %s: %w", name, err)
+			firstErr = setXattrErr(name, err)
 		}
 	}
 	return firstErr
@@ -892,18 +907,13 @@ func (a *Agent) syncXattrsFD(fd int, xs []protocol.Xattr) error {
 	if err != nil {
 		sz = 0
 	}
-	want := map[string][]byte{}
-	for _, x := range xs {
-		if a.syncedXattr(x.Name) {
-			want[x.Name] = x.Value
-		}
-	}
+	want := a.wantXattrs(xs)
 	if sz <= 0 && len(want) == 0 {
 		return nil
 	}
 	have := map[string]bool{}
 	for _, name := range strings.Split(string(buf[:max(sz, 0)]), "\x00") {
-		if name == "" || !a.syncedXattr(name) {
+		if name == "" || !a.managedXattr(name) {
 			continue
 		}
 		have[name] = true
@@ -920,10 +930,7 @@ func (a *Agent) syncXattrsFD(fd int, xs []protocol.Xattr) error {
 			}
 		}
 		if err := unix.Fsetxattr(fd, name, v, 0); err != nil && firstErr == nil {
-			if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPERM) {
-				continue // the secondary's filesystem or rights cannot hold it
-			}
-			firstErr = fmt.Errorf("set xattr %s: %w", name, err)
+			firstErr = setXattrErr(name, err)
 		}
 	}
 	return firstErr

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/georep/georep/internal/tree"
+	"github.com/georep/georep/internal/filter"
 )
 
 // Kind is the type of a config key's value.
@@ -41,9 +41,6 @@ type Key struct {
 	Auto bool
 	// Live keys change a running worker without restarting it.
 	Live bool
-	// NotApplied says the key is stored and validated but the worker does
-	// not act on it yet (why, in Help).
-	NotApplied bool
 }
 
 // Keys are the session config keys, by name.
@@ -65,12 +62,14 @@ func init() {
 			Help: "never remove on the secondary what was deleted on the primary (a name the primary reuses is still replaced)"},
 		{Name: "sync-xattrs", Kind: KindBool, Default: "true",
 			Help: "replicate extended attributes (user.*, security.*, trusted.* as root) and POSIX ACLs"},
-		{Name: "sync-acls", Kind: KindBool, Default: "true", NotApplied: true,
-			Help: "replicate POSIX ACLs (system.posix_acl_*); NOT YET APPLIED on its own: ACLs travel with the xattrs, so set sync-xattrs false to stop both"},
+		{Name: "sync-acls", Kind: KindBool, Default: "true",
+			Help: "replicate POSIX ACLs (system.posix_acl_*); false leaves the secondary's files without ACLs (sync-xattrs false stops both)"},
 		{Name: "fake-super", Kind: KindBool, Default: "false",
 			Help: "keep owners, groups and device numbers in user.georep.stat xattrs on the secondary (automatic when it is not root)"},
 		{Name: "exclude", Kind: KindList, Default: "",
-			Help: "top-level names not replicated, comma-separated (e.g. \"tmp,cache\")"},
+			Help: "rsync exclude patterns, comma-separated (e.g. \"/cache/,*.tmp,logs/**/old\"): a leading / anchors at the root, a trailing / matches directories only, * ? [...] within a name, ** across names; what they match is not replicated and is kept on the secondary"},
+		{Name: "delete-excluded", Kind: KindBool, Default: "false",
+			Help: "remove from the secondary what the exclude patterns match (rsync --delete-excluded)"},
 		{Name: "compression", Kind: KindChoice, Default: "none", Choices: []string{"none", "zstd", "zstd:1", "zstd:2", "zstd:3", "zstd:4"},
 			Help: "compression of file data on the wire"},
 		{Name: "bandwidth-limit", Kind: KindSize, Default: "0",
@@ -123,7 +122,7 @@ func (k *Key) Allowed() string {
 	case KindChoice:
 		return "one of " + strings.Join(k.Choices, ", ")
 	case KindList:
-		return "a comma-separated list of top-level names (empty for none)"
+		return "a comma-separated list of rsync exclude patterns (empty for none)"
 	case KindSize:
 		return "bytes per second: a number with an optional K, M, G or T suffix (0 = no limit)"
 	}
@@ -191,8 +190,8 @@ func (k *Key) Parse(v string) (string, error) {
 			if s == "" {
 				continue
 			}
-			if !tree.ValidName(s) || s == ".georep" {
-				return bad(fmt.Sprintf("%q is not a single file name", s))
+			if err := filter.Validate(s); err != nil {
+				return bad(err.Error())
 			}
 			out = append(out, s)
 		}
@@ -264,6 +263,7 @@ type Effective struct {
 	SyncACLs         bool
 	FakeSuper        bool
 	Exclude          []string
+	DeleteExcluded   bool
 	Compression      string
 	BandwidthLimit   int64
 	SSHCommand       string
@@ -347,6 +347,7 @@ func (s *Session) Effective() (Effective, error) {
 	if v := get("exclude"); v != "" {
 		e.Exclude = strings.Split(v, ",")
 	}
+	e.DeleteExcluded = get("delete-excluded") == "true"
 	e.Compression = get("compression")
 	if e.BandwidthLimit, err = ParseSize(get("bandwidth-limit")); err != nil {
 		return e, err

@@ -17,25 +17,28 @@ import (
 
 func TestKeyParse(t *testing.T) {
 	good := map[string][2]string{
-		"sync-jobs=8":               {"sync-jobs", "8"},
-		"sync_jobs=auto":            {"sync-jobs", "auto"},
-		"batch-size=1000":           {"batch-size", "1000"},
-		"change-interval=500ms":     {"change-interval", "500ms"},
-		"change-interval=5":         {"change-interval", "5s"},
-		"rollover-interval=2s":      {"rollover-interval", "2s"},
-		"ignore-deletes=yes":        {"ignore-deletes", "true"},
-		"sync-xattrs=FALSE":         {"sync-xattrs", "false"},
-		"exclude= tmp , cache,":     {"exclude", "tmp,cache"},
-		"exclude=":                  {"exclude", ""},
-		"compression=ZSTD":          {"compression", "zstd"},
-		"bandwidth-limit=10M":       {"bandwidth-limit", "10M"},
-		"bandwidth-limit=1536K":     {"bandwidth-limit", "1536K"},
-		"bandwidth-limit=1048576":   {"bandwidth-limit", "1M"},
-		"bandwidth-limit=1.5MiB":    {"bandwidth-limit", "1536K"},
-		"log-level=WARNING":         {"log-level", "warn"},
-		"log-format=json":           {"log-format", "json"},
-		"ssh-command=ssh -p 2222":   {"ssh-command", "ssh -p 2222"},
-		"remote-georep=/opt/georep": {"remote-georep", "/opt/georep"},
+		"sync-jobs=8":                        {"sync-jobs", "8"},
+		"sync_jobs=auto":                     {"sync-jobs", "auto"},
+		"batch-size=1000":                    {"batch-size", "1000"},
+		"change-interval=500ms":              {"change-interval", "500ms"},
+		"change-interval=5":                  {"change-interval", "5s"},
+		"rollover-interval=2s":               {"rollover-interval", "2s"},
+		"ignore-deletes=yes":                 {"ignore-deletes", "true"},
+		"sync-xattrs=FALSE":                  {"sync-xattrs", "false"},
+		"exclude= tmp , cache,":              {"exclude", "tmp,cache"},
+		"exclude=":                           {"exclude", ""},
+		"exclude=/cache/,*.tmp, logs/**/old": {"exclude", "/cache/,*.tmp,logs/**/old"},
+		"exclude=sub/h3":                     {"exclude", "sub/h3"},
+		"delete-excluded=yes":                {"delete-excluded", "true"},
+		"compression=ZSTD":                   {"compression", "zstd"},
+		"bandwidth-limit=10M":                {"bandwidth-limit", "10M"},
+		"bandwidth-limit=1536K":              {"bandwidth-limit", "1536K"},
+		"bandwidth-limit=1048576":            {"bandwidth-limit", "1M"},
+		"bandwidth-limit=1.5MiB":             {"bandwidth-limit", "1536K"},
+		"log-level=WARNING":                  {"log-level", "warn"},
+		"log-format=json":                    {"log-format", "json"},
+		"ssh-command=ssh -p 2222":            {"ssh-command", "ssh -p 2222"},
+		"remote-georep=/opt/georep":          {"remote-georep", "/opt/georep"},
 	}
 	for in, want := range good {
 		name, val, _ := strings.Cut(in, "=")
@@ -50,7 +53,7 @@ func TestKeyParse(t *testing.T) {
 		}
 	}
 	bad := []string{"sync-jobs=0x", "sync-jobs=65", "sync-jobs=-1", "batch-size=0", "change-interval=fast",
-		"change-interval=1ms", "ignore-deletes=maybe", "exclude=a/b", "exclude=..", "exclude=.georep", "compression=gzip",
+		"change-interval=1ms", "ignore-deletes=maybe", "exclude=/", "exclude=a,/", "delete-excluded=some", "compression=gzip",
 		"bandwidth-limit=lots", "bandwidth-limit=-5", "log-level=trace", "log-format=xml", "ssh-command=a\nb"}
 	for _, in := range bad {
 		name, val, _ := strings.Cut(in, "=")

@@ -54,6 +54,15 @@ type Report struct {
 	Data     int `json:"data"`
 	Meta     int `json:"meta"`
 	Failures int `json:"failures"`
+	// Remaining work of the crawl or batch being applied (Gluster's files
+	// and bytes remaining): entry operations, files whose content is still
+	// to send and their bytes; the recent transfer rate and the ETA it
+	// gives (0 when idle or not yet known).
+	RemainingEntries int     `json:"remaining_entries"`
+	RemainingFiles   int     `json:"remaining_files"`
+	RemainingBytes   int64   `json:"remaining_bytes"`
+	RateBytes        float64 `json:"rate_bytes_per_second"`
+	ETASeconds       float64 `json:"eta_seconds"`
 	// Counters since the worker (re)started.
 	FilesSynced       int64  `json:"files_synced"`
 	BytesSynced       int64  `json:"bytes_synced"`
@@ -137,6 +146,7 @@ func Offline(st session.Store, e session.Entry) Report {
 		r.Status = Stopped
 	}
 	r.CrawlStatus, r.Entry, r.Data, r.Meta, r.LagSeconds = "", 0, 0, 0, 0
+	r.RemainingEntries, r.RemainingFiles, r.RemainingBytes, r.RateBytes, r.ETASeconds = 0, 0, 0, 0, 0
 	r.UpdateCheckpoint(s.Checkpoint, time.Time{})
 	return r
 }
@@ -185,9 +195,11 @@ func HumanBytes(n int64) string {
 // synced counters, the checkpoint and the last error.
 func WriteTable(w io.Writer, reports []Report, detail bool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
-	head := []string{"SESSION", "PRIMARY", "SECONDARY", "STATUS", "CRAWL STATUS", "LAST SYNCED", "LAG", "ENTRY", "DATA", "META", "FAILURES"}
+	head := []string{"SESSION", "PRIMARY", "SECONDARY", "STATUS", "CRAWL STATUS", "LAST SYNCED", "LAG", "ENTRY", "DATA", "META", "FAILURES",
+		"REMAINING", "ETA"}
 	if detail {
-		head = append(head, "FILES SYNCED", "BYTES SYNCED", "CHECKPOINT TIME", "CHECKPOINT COMPLETED", "CHECKPOINT COMPLETION TIME", "LAST ERROR")
+		head = append(head, "FILES SYNCED", "BYTES SYNCED", "ENTRIES REMAINING", "FILES REMAINING", "BYTES REMAINING", "RATE",
+			"CHECKPOINT TIME", "CHECKPOINT COMPLETED", "CHECKPOINT COMPLETION TIME", "LAST ERROR")
 	}
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for _, r := range reports {
@@ -199,7 +211,8 @@ func WriteTable(w io.Writer, reports []Report, detail bool) error {
 		}
 		crawl, lag := na(r.CrawlStatus), na(FormatLag(r.LagSeconds))
 		entry, data, meta := na(fmt.Sprint(r.Entry)), na(fmt.Sprint(r.Data)), na(fmt.Sprint(r.Meta))
-		row := []string{r.Session, r.Primary, r.Secondary, r.Status, crawl, FormatTime(r.LastSynced), lag, entry, data, meta, fmt.Sprint(r.Failures)}
+		row := []string{r.Session, r.Primary, r.Secondary, r.Status, crawl, FormatTime(r.LastSynced), lag, entry, data, meta, fmt.Sprint(r.Failures),
+			na(FormatRemaining(r)), na(FormatETA(r))}
 		if detail {
 			completed := "N/A"
 			if r.CheckpointTime != nil {
@@ -215,12 +228,47 @@ func WriteTable(w io.Writer, reports []Report, detail bool) error {
 					lastErr = FormatTime(r.LastErrorTime) + ": " + lastErr
 				}
 			}
-			row = append(row, fmt.Sprint(r.FilesSynced), HumanBytes(r.BytesSynced), FormatTime(r.CheckpointTime), completed,
+			rate := "N/A"
+			if Running(r.Status) && r.RateBytes > 0 {
+				rate = HumanBytes(int64(r.RateBytes)) + "/s"
+			}
+			row = append(row, fmt.Sprint(r.FilesSynced), HumanBytes(r.BytesSynced),
+				na(fmt.Sprint(r.RemainingEntries)), na(fmt.Sprint(r.RemainingFiles)), na(HumanBytes(r.RemainingBytes)), rate,
+				FormatTime(r.CheckpointTime), completed,
 				FormatTime(r.CheckpointCompletionTime), lastErr)
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	return tw.Flush()
+}
+
+// FormatRemaining renders the remaining work as the table's REMAINING
+// column shows it: "0" when nothing is left, else what is ("12 entries,
+// 340 files (1.2 GiB)").
+func FormatRemaining(r Report) string {
+	var parts []string
+	if r.RemainingEntries > 0 {
+		parts = append(parts, fmt.Sprintf("%d entries", r.RemainingEntries))
+	}
+	if r.RemainingFiles > 0 || r.RemainingBytes > 0 {
+		parts = append(parts, fmt.Sprintf("%d files (%s)", r.RemainingFiles, HumanBytes(r.RemainingBytes)))
+	}
+	if len(parts) == 0 {
+		return "0"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// FormatETA renders the ETA column: "-" while files remain but no rate is
+// known yet, "0s" when nothing is left.
+func FormatETA(r Report) string {
+	switch {
+	case r.ETASeconds > 0:
+		return FormatLag(r.ETASeconds)
+	case r.RemainingFiles > 0 || r.RemainingBytes > 0 || r.RemainingEntries > 0:
+		return "-"
+	}
+	return "0s"
 }
 
 func oneLine(s string, max int) string {
@@ -247,4 +295,60 @@ func Save(st session.Store, r Report) error {
 		return err // deleted meanwhile: do not re-create it
 	}
 	return state.WriteJSON(st.StatusPath(r.Session), r)
+}
+
+// ETA is how long remaining bytes take at rate bytes per second (0 when
+// either is not positive).
+func ETA(remaining int64, rate float64) time.Duration {
+	if remaining <= 0 || rate <= 0 || math.IsNaN(rate) || math.IsInf(rate, 0) {
+		return 0
+	}
+	sec := float64(remaining) / rate
+	if sec > float64(math.MaxInt64/int64(time.Second)) {
+		return time.Duration(math.MaxInt64)
+	}
+	return time.Duration(sec * float64(time.Second))
+}
+
+// RateWindow is a transfer rate over the last RateWindowSpan: samples of
+// a growing byte count, the oldest dropped as new ones come. The zero
+// value is empty.
+type RateWindow struct {
+	at    []time.Time
+	bytes []int64
+}
+
+// RateWindowSpan is how far back a RateWindow looks.
+const RateWindowSpan = 10 * time.Second
+
+// Add records the byte count done at t (counts never go down within one
+// transfer; a smaller one starts the window again).
+func (w *RateWindow) Add(t time.Time, done int64) {
+	if n := len(w.bytes); n > 0 && done < w.bytes[n-1] {
+		w.at, w.bytes = w.at[:0], w.bytes[:0]
+	}
+	w.at = append(w.at, t)
+	w.bytes = append(w.bytes, done)
+	drop := 0
+	for drop < len(w.at)-2 && t.Sub(w.at[drop+1]) >= RateWindowSpan {
+		drop++
+	}
+	if drop > 0 {
+		w.at = append(w.at[:0], w.at[drop:]...)
+		w.bytes = append(w.bytes[:0], w.bytes[drop:]...)
+	}
+}
+
+// Rate is bytes per second between the oldest and the newest sample (0
+// with fewer than two samples).
+func (w *RateWindow) Rate() float64 {
+	n := len(w.at)
+	if n < 2 {
+		return 0
+	}
+	d := w.at[n-1].Sub(w.at[0]).Seconds()
+	if d <= 0 {
+		return 0
+	}
+	return float64(w.bytes[n-1]-w.bytes[0]) / d
 }

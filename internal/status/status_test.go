@@ -108,3 +108,67 @@ func TestOffline(t *testing.T) {
 		t.Errorf("offline report %+v", r)
 	}
 }
+
+func TestETA(t *testing.T) {
+	cases := []struct {
+		remaining int64
+		rate      float64
+		want      time.Duration
+	}{
+		{100 << 20, 10 << 20, 10 * time.Second}, // the progress line's case: 100 MiB left at 10 MiB/s
+		{1, 2, 500 * time.Millisecond},
+		{0, 10, 0},
+		{10, 0, 0},
+		{-5, 10, 0},
+	}
+	for _, c := range cases {
+		if got := ETA(c.remaining, c.rate); got != c.want {
+			t.Errorf("ETA(%d, %v) = %v, want %v", c.remaining, c.rate, got, c.want)
+		}
+	}
+}
+
+func TestRateWindow(t *testing.T) {
+	var w RateWindow
+	t0 := time.Unix(100, 0)
+	if w.Rate() != 0 {
+		t.Fatal("an empty window has a rate")
+	}
+	w.Add(t0, 0)
+	w.Add(t0.Add(time.Second), 10)
+	if r := w.Rate(); r != 10 {
+		t.Errorf("rate %v, want 10", r)
+	}
+	// Fast at first, slow in the last 10 s: the recent rate counts.
+	w.Add(t0.Add(2*time.Second), 1000)
+	for i := 3; i <= 30; i++ {
+		w.Add(t0.Add(time.Duration(i)*time.Second), 1000+int64(i-2))
+	}
+	if r := w.Rate(); r < 0.9 || r > 1.1 {
+		t.Errorf("recent rate %v, want about 1", r)
+	}
+	w.Add(t0.Add(31*time.Second), 5) // a new transfer
+	if r := w.Rate(); r != 0 {
+		t.Errorf("rate %v after a restart", r)
+	}
+}
+
+func TestTableShowsRemainingAndETA(t *testing.T) {
+	r := Report{Session: "s", Status: Active, CrawlStatus: "Hybrid Crawl", RemainingEntries: 3, RemainingFiles: 120, RemainingBytes: 5 << 20,
+		RateBytes: 1 << 20, ETASeconds: 5}
+	var b bytes.Buffer
+	WriteTable(&b, []Report{r}, true)
+	out := b.String()
+	for _, want := range []string{"REMAINING", "ETA", "3 entries, 120 files (5.0 MiB)", "5s", "1.0 MiB/s", "FILES REMAINING"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	var j bytes.Buffer
+	WriteJSON(&j, []Report{r})
+	for _, want := range []string{`"remaining_files": 120`, `"eta_seconds": 5`, `"remaining_bytes": 5242880`} {
+		if !strings.Contains(j.String(), want) {
+			t.Errorf("JSON lacks %s:\n%s", want, j.String())
+		}
+	}
+}

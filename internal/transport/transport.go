@@ -291,9 +291,14 @@ type sshConn struct {
 	io.WriteCloser
 	cmd      *exec.Cmd
 	once     sync.Once
-	wait     chan error
+	exited   chan struct{} // closed once ssh exited; exitErr is then set
+	exitErr  error
 	rd       *os.File // read end of ssh's stdout, closed last
 	detached atomic.Bool
+	// For SSHError: what ssh printed last, its command and target.
+	tail    *tailBuffer
+	sshArgv []string
+	target  string
 }
 
 // Detach makes Close end the session without waiting for ssh to exit: for
@@ -306,7 +311,7 @@ func (c *sshConn) Close() error {
 		c.WriteCloser.Close()
 		if c.detached.Load() {
 			go func() {
-				<-c.wait
+				<-c.exited
 				if c.rd != nil {
 					c.rd.Close()
 				}
@@ -314,11 +319,11 @@ func (c *sshConn) Close() error {
 			return
 		}
 		select {
-		case <-c.wait:
+		case <-c.exited:
 		case <-time.After(3 * time.Second):
 			c.cmd.Process.Signal(syscall.SIGTERM)
 			select {
-			case <-c.wait:
+			case <-c.exited:
 			case <-time.After(2 * time.Second):
 				c.cmd.Process.Kill()
 			}
@@ -349,11 +354,13 @@ func dialSSH(ctx context.Context, dst Destination, opts Options) (io.ReadWriteCl
 	EnlargePipe(inW)
 	EnlargePipe(outR)
 	cmd.Stdin, cmd.Stdout = inR, outW
-	if opts.Stderr != nil {
-		cmd.Stderr = opts.Stderr
-	} else {
-		cmd.Stderr = os.Stderr
+	// ssh's stderr goes where the caller wants it, and its last lines are
+	// kept for the error that says why the session ended.
+	tail := &tailBuffer{next: opts.Stderr, max: 4096}
+	if opts.Stderr == nil {
+		tail.next = os.Stderr
 	}
+	cmd.Stderr = tail
 	err = cmd.Start()
 	inR.Close()
 	outW.Close()
@@ -362,8 +369,13 @@ func dialSSH(ctx context.Context, dst Destination, opts Options) (io.ReadWriteCl
 		outR.Close()
 		return nil, fmt.Errorf("start %s: %w", args[0], err)
 	}
-	c := &sshConn{Reader: outR, WriteCloser: inW, cmd: cmd, wait: make(chan error, 1), rd: outR}
-	go func() { c.wait <- cmd.Wait() }()
+	nflags := len(strings.Fields(opts.SSHCommand))
+	if nflags == 0 {
+		nflags = 1
+	}
+	c := &sshConn{Reader: outR, WriteCloser: inW, cmd: cmd, exited: make(chan struct{}), rd: outR,
+		tail: tail, sshArgv: args[:nflags:nflags], target: args[len(args)-2]}
+	go func() { c.exitErr = cmd.Wait(); close(c.exited) }()
 	context.AfterFunc(ctx, func() { c.Close() })
 	return c, nil
 }

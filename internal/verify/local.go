@@ -90,8 +90,8 @@ func compared(name string) bool {
 	switch {
 	case strings.HasPrefix(name, "user."):
 		return !strings.HasPrefix(name, PrivateXattrPrefix)
-	case strings.HasPrefix(name, "security."):
-		return true
+	case strings.HasPrefix(name, "security."), strings.HasPrefix(name, "trusted."):
+		return true // trusted.* are listed only to root: compared as root
 	case name == "system.posix_acl_access", name == "system.posix_acl_default":
 		return true
 	}
@@ -126,7 +126,17 @@ func ReadAttrs(x xattr.Source, wantXattrs, wantStat bool) (xs []xattr.Attr, stat
 	slices.Sort(names)
 	for _, n := range names {
 		isStat := wantStat && n == FakeStatXattr
-		if !compared(n) && !isStat {
+		// A fake-super replica keeps the primary's security.* and trusted.*
+		// under user.georep. (xattr.StoredName): those are read back under
+		// their own names, and its real ones are not the primary's.
+		orig, stored := "", false
+		if wantStat {
+			orig, stored = xattr.OriginalName(n)
+			if !stored && (strings.HasPrefix(n, "security.") || strings.HasPrefix(n, "trusted.")) {
+				continue
+			}
+		}
+		if !compared(n) && !isStat && !stored {
 			continue
 		}
 		v, err := x.Value(n)
@@ -140,8 +150,12 @@ func ReadAttrs(x xattr.Source, wantXattrs, wantStat bool) (xs []xattr.Attr, stat
 			stat, hasStat = v, true
 			continue
 		}
+		if stored {
+			n = orig
+		}
 		xs = append(xs, xattr.Attr{Name: n, Value: v})
 	}
+	slices.SortFunc(xs, func(a, b xattr.Attr) int { return strings.Compare(a.Name, b.Name) })
 	return xs, stat, hasStat, ""
 }
 

@@ -25,7 +25,9 @@ import (
 	"sync"
 	"unicode/utf8"
 
+	"github.com/georep/georep/internal/filter"
 	"github.com/georep/georep/internal/tree"
+	"github.com/georep/georep/internal/xattr"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 )
@@ -76,11 +78,12 @@ type Source interface {
 type Options struct {
 	NoOwner  bool // don't compare uid/gid
 	NoXattrs bool // don't read or compare xattrs and ACLs
+	NoACLs   bool // don't compare POSIX ACLs (a replica synced with sync-acls false)
 	MtimeNS  bool // compare mtimes to the nanosecond instead of whole seconds
 	DirMtime bool // also compare the mtimes of directories
-	// Excludes are extra relative paths (normally top-level names) left out
-	// on both sides, with everything under them. ".georep" (georep's private
-	// index on the replica) is always excluded.
+	// Excludes are rsync exclude rules (internal/filter), applied on both
+	// sides: what they match is left out, with everything under it.
+	// ".georep" (georep's private index on the replica) is always excluded.
 	Excludes []string
 	// FakeSuper makes the replica side honour user.georep.stat (see
 	// FakeStatXattr): its value overrides the kind, permission bits, uid, gid
@@ -109,34 +112,45 @@ func (o Options) ShowCount() int {
 // comparison: the replica's private index.
 const AlwaysExcluded = ".georep"
 
-// excludeSet returns the set of excluded relative paths.
-func (o Options) excludeSet() map[string]bool { return ExcludeSet(o.Excludes) }
+// excludeSet returns what a walk leaves out.
+func (o Options) excludeSet() *Exclusions { return ExcludeSet(o.Excludes) }
 
-// ExcludeSet is the set of relative paths a walk leaves out: excludes
-// (slashes trimmed) and AlwaysExcluded.
-func ExcludeSet(excludes []string) map[string]bool {
-	ex := map[string]bool{AlwaysExcluded: true}
-	for _, e := range excludes {
-		e = strings.Trim(e, "/")
-		if e != "" {
-			ex[e] = true
-		}
-	}
-	return ex
+// Exclusions is what a comparison leaves out on both sides: the entries
+// rsync exclude rules match (internal/filter, as the sync applies them),
+// with everything below them, and the replica's AlwaysExcluded index.
+type Exclusions struct {
+	f *filter.Filter
 }
 
-// excluded reports whether rel is an excluded path or lies under one.
-func excluded(ex map[string]bool, rel string) bool {
-	for {
-		if ex[rel] {
-			return true
+// ExcludeSet builds the Exclusions of rsync exclude rules. The primary
+// checks the rules before they are used (georep verify refuses a bad one);
+// a rule that still does not parse here is left out.
+func ExcludeSet(rules []string) *Exclusions {
+	var ok []string
+	for _, r := range rules {
+		if filter.Validate(r) == nil {
+			ok = append(ok, r)
 		}
-		i := strings.LastIndexByte(rel, '/')
-		if i < 0 {
-			return false
-		}
-		rel = rel[:i]
 	}
+	return &Exclusions{f: filter.MustNew(ok...)}
+}
+
+// Skip reports whether a walk leaves out the entry at rel (its parents
+// were not skipped).
+func (x *Exclusions) Skip(rel string, isDir bool) bool {
+	if rel == AlwaysExcluded {
+		return true
+	}
+	return x != nil && x.f.Excluded(rel, isDir)
+}
+
+// under reports whether rel is left out, or lies under a directory that is.
+func (x *Exclusions) under(rel string, isDir bool) bool {
+	top, _, _ := strings.Cut(rel, "/")
+	if top == AlwaysExcluded {
+		return true
+	}
+	return x != nil && x.f.ExcludedPath(rel, isDir)
 }
 
 // NewDigest returns the hash whose sum's first 16 bytes make Item.Hash
@@ -242,13 +256,20 @@ type side struct {
 	groups map[string]string // path -> canonical hardlink group (sorted paths joined by NUL)
 }
 
-func collect(ctx context.Context, src Source, opts Options, ex map[string]bool) (*side, error) {
+func collect(ctx context.Context, src Source, opts Options, ex *Exclusions) (*side, error) {
 	s := &side{items: make(map[string]*Item, 1024)}
 	var mu sync.Mutex // Sources must not call fn concurrently; be safe anyway.
 	err := src.Items(ctx, opts, func(it Item) error {
 		it.Path = strings.Trim(it.Path, "/")
-		if it.Path == "" || excluded(ex, it.Path) {
+		if it.Path == "" || ex.under(it.Path, it.Kind == tree.KindDir) {
 			return nil
+		}
+		if opts.NoACLs {
+			for n := range it.Xattrs {
+				if xattr.IsACL(n) {
+					delete(it.Xattrs, n)
+				}
+			}
 		}
 		p := new(Item)
 		*p = it

@@ -625,7 +625,7 @@ func TestVanishedAndErrors(t *testing.T) {
 	h.acquire()
 	defer h.release()
 	var got []Item
-	w := &walker{Walk: Walk{Open: openat, Excludes: map[string]bool{}}, ctx: context.Background(),
+	w := &walker{Walk: Walk{Open: openat, Excludes: ExcludeSet(nil)}, ctx: context.Background(),
 		visit: func(e *WalkEntry) error { got = append(got, e.Item); return nil }}
 	must(t, w.file(h, "gone", Item{Path: "gone", Kind: tree.KindRegular}))
 	h.acquire()

@@ -34,8 +34,9 @@ type Walk struct {
 	RootPath string
 	// RootLabel names the root in the error when it cannot be read.
 	RootLabel string
-	// Excludes are relative paths left out, with everything under them.
-	Excludes map[string]bool
+	// Excludes says which entries are left out, with everything under
+	// them (nil: none).
+	Excludes *Exclusions
 	// HashJobs bounds the files hashed at once (0: a default fitted to the
 	// machine).
 	HashJobs int
@@ -163,7 +164,7 @@ func (w *walker) readDir(h *dirHandle, rel string) error {
 			continue
 		}
 		crel := join(rel, name)
-		if w.Excludes[crel] {
+		if crel == AlwaysExcluded {
 			continue
 		}
 		var st unix.Stat_t
@@ -174,6 +175,9 @@ func (w *walker) readDir(h *dirHandle, rel string) error {
 			continue
 		}
 		it := itemOf(crel, &st)
+		if w.Excludes.Skip(crel, it.Kind == tree.KindDir) {
+			continue
+		}
 		switch it.Kind {
 		case tree.KindDir:
 			h.acquire()

@@ -56,6 +56,7 @@ func (s *Session) BatchJob(ctx context.Context, recs []changelog.Record) (*Job, 
 	t0 := time.Now()
 	pl := newPrimaryLookup(s)
 	defer pl.close()
+	pl.dropExcludedSlots(slots, dataIDs, metaIDs)
 	defer func() {
 		s.log.Debug("batch planned", "records", len(recs), "slots", len(slots), "took", time.Since(t0))
 	}()
@@ -171,6 +172,10 @@ func (s *Session) BatchJob(ctx context.Context, recs []changelog.Record) (*Job, 
 		old := &tree.Entry{Size: e.Size}
 		if h := have[hint]; h != nil && h.ID == id {
 			old = h
+		}
+		if arrivedBefore(old, e, time.Now()) {
+			addMeta(e, hint, true)
+			continue
 		}
 		job.Data = append(job.Data, DataItem{Entry: e, Hint: hint, Old: old})
 		if hint.Parent != "" {
@@ -363,30 +368,40 @@ func (pl *primaryLookup) at(sl tree.Slot) (*tree.Entry, error) {
 	if pl.excluded(p) {
 		return nil, nil
 	}
-	e, err := scan.Stat(pl.s.fsid, fd, sl.Name)
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
-			return nil, nil
+	e, err := pl.statAt(fd, sl.Name)
+	if err != nil || e == nil {
+		if err != nil {
+			err = fmt.Errorf("primary %q: %w", p, err)
 		}
-		return nil, fmt.Errorf("primary %q: %w", p, err)
+		return nil, err
+	}
+	if pl.s.filter.ExcludedPath(p, e.Kind == tree.KindDir) {
+		return nil, nil
 	}
 	e.Slot = sl
 	if _, ok := pl.paths[e.ID]; !ok {
 		pl.paths[e.ID] = p
 	}
+	return e, nil
+}
+
+// statAt describes the primary's entry name in directory fd; nil when
+// there is none.
+func (pl *primaryLookup) statAt(fd int, name string) (*tree.Entry, error) {
+	e, err := scan.Stat(pl.s.fsid, fd, name)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return nil, nil
+		}
+		return nil, err
+	}
 	return &e, nil
 }
 
+// excluded reports whether rel lies in one of ExcludePaths (the state
+// directory); the exclude rules are applied by the callers, which know the
+// entry's kind.
 func (pl *primaryLookup) excluded(rel string) bool {
-	top := rel
-	if i := strings.IndexByte(rel, '/'); i >= 0 {
-		top = rel[:i]
-	}
-	for _, x := range pl.s.cfg.Excludes {
-		if x == top {
-			return true
-		}
-	}
 	abs := filepath.Join(pl.s.cfg.Source, rel)
 	for _, x := range pl.s.cfg.ExcludePaths {
 		if abs == x || strings.HasPrefix(abs, x+"/") {
@@ -427,6 +442,7 @@ func (pl *primaryLookup) subtree(ctx context.Context, id fileid.ID) ([]tree.Entr
 		return nil, err
 	}
 	res, err := scan.Walk(ctx, filepath.Join(pl.s.cfg.Source, pl.rel[id]), scan.Options{ExcludePaths: pl.s.cfg.ExcludePaths,
+		Filter: pl.s.filter, FilterBase: pl.rel[id],
 		OnError: func(string, error) {}})
 	if err != nil {
 		return nil, err

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"github.com/georep/georep/internal/plan"
 	"github.com/georep/georep/internal/protocol"
 	"github.com/georep/georep/internal/transfer/delta"
+	"github.com/georep/georep/internal/transport"
 	"github.com/georep/georep/internal/tree"
 	"github.com/georep/georep/internal/xattr"
 	"github.com/klauspost/compress/zstd"
@@ -90,9 +93,15 @@ func (s *Session) Execute(ctx context.Context, job *Job) error {
 
 // IsConnectionError reports whether err means the link to the secondary
 // broke (worth a reconnect) rather than a local problem.
+// An ssh failure that retrying cannot mend (a name that does not resolve,
+// a remote command not found) is not one.
 func IsConnectionError(err error) bool {
+	var se *transport.SSHError
+	if errors.As(err, &se) {
+		return !se.Permanent()
+	}
 	return errors.Is(err, protocol.ErrClosed) || errors.Is(err, io.ErrClosedPipe) || errors.Is(err, io.EOF) ||
-		errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET) || strings.Contains(err.Error(), "did not answer the handshake")
+		errors.Is(err, unix.EPIPE) || errors.Is(err, unix.ECONNRESET)
 }
 
 // IsFailures reports whether err only says some items failed (as opposed
@@ -110,9 +119,48 @@ func (s *Session) pathOf(job *Job, id fileid.ID, slot tree.Slot) string {
 			}
 			return p + "/" + slot.Name
 		}
+		if p, ok := s.primaryPath(slot.Parent); ok {
+			return joinRel(p, slot.Name)
+		}
 		return slot.Parent.Short() + "/" + strconv.Quote(slot.Name)
 	}
+	if p, ok := s.primaryPath(id); ok {
+		return p
+	}
 	return id.Short()
+}
+
+// primaryPath finds where an ID is on the primary now (by its handle), as
+// a path relative to the source ("." for the root): for naming a failure
+// whose path the job did not keep (a directory's metadata).
+func (s *Session) primaryPath(id fileid.ID) (string, bool) {
+	if id == s.rootID && id != "" {
+		return ".", true
+	}
+	if s.opener == nil || !s.opener.Available() {
+		return "", false
+	}
+	f, err := s.opener.Open(id, unix.O_PATH)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	abs, err := os.Readlink(procPath(int(f.Fd())))
+	if err != nil {
+		return "", false
+	}
+	rel, err := filepath.Rel(s.cfg.Source, abs)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", false
+	}
+	return rel, true
+}
+
+func joinRel(dir, name string) string {
+	if dir == "" || dir == "." {
+		return name
+	}
+	return dir + "/" + name
 }
 
 // done is the wait of a phase that sent nothing.
@@ -259,9 +307,29 @@ type xfer struct {
 	pending   sync.WaitGroup
 	filesDone atomic.Int64
 	bytesDone atomic.Int64
-	root      bool // euid 0: trusted.* xattrs travel
-	compress  bool
-	level     zstd.EncoderLevel
+	// settled is the size of the files whose outcome is known (answered,
+	// or failed before sending): the progress toward TotalBytes that an
+	// ETA can be taken from, whatever travelled (a delta, a batch).
+	settled  atomic.Int64
+	root     bool // euid 0: trusted.* xattrs travel
+	compress bool
+	level    zstd.EncoderLevel
+}
+
+// fileDone counts one file whose outcome is known.
+func (x *xfer) fileDone(size int64) {
+	x.filesDone.Add(1)
+	x.settled.Add(size)
+}
+
+// batchDone counts the files of an answered batch.
+func (x *xfer) batchDone(files []batchFile) {
+	var n int64
+	for _, f := range files {
+		n += f.size
+	}
+	x.settled.Add(n)
+	x.filesDone.Add(int64(len(files)))
 }
 
 // batch is one sender's PutFiles under construction.
@@ -274,6 +342,7 @@ type batch struct {
 type batchFile struct {
 	id   fileid.ID
 	slot tree.Slot
+	size int64
 }
 
 func (b *batch) full() bool {
@@ -311,7 +380,7 @@ func (s *Session) transferData(ctx context.Context, job *Job) (wait func() error
 				case <-stopProgress:
 					return
 				case <-t.C:
-					s.cfg.Progress(Progress{Files: int(x.filesDone.Load()), TotalFiles: len(tasks), Bytes: x.bytesDone.Load(), TotalBytes: total, Elapsed: time.Since(startT)})
+					s.cfg.Progress(Progress{Files: int(x.filesDone.Load()), TotalFiles: len(tasks), Bytes: x.bytesDone.Load(), TotalBytes: total, Settled: x.settled.Load(), Elapsed: time.Since(startT)})
 				}
 			}
 		}()
@@ -319,7 +388,7 @@ func (s *Session) transferData(ctx context.Context, job *Job) (wait func() error
 	stop := func() {
 		close(stopProgress)
 		if s.cfg.Progress != nil {
-			s.cfg.Progress(Progress{Files: int(x.filesDone.Load()), TotalFiles: len(tasks), Bytes: x.bytesDone.Load(), TotalBytes: total, Elapsed: time.Since(startT)})
+			s.cfg.Progress(Progress{Files: int(x.filesDone.Load()), TotalFiles: len(tasks), Bytes: x.bytesDone.Load(), TotalBytes: total, Settled: x.settled.Load(), Elapsed: time.Since(startT)})
 		}
 	}
 
@@ -390,7 +459,7 @@ func (x *xfer) sendBatch(b *batch) error {
 	err := x.send(b.b.Message(), func(m protocol.Message, err error) bool {
 		defer x.pending.Done()
 		defer x.window.release(cost)
-		defer x.filesDone.Add(int64(len(files)))
+		defer x.batchDone(files)
 		if err != nil {
 			// A broken connection is Execute's error (the sync reconnects
 			// and crawls again), not a failure of each file in flight.
@@ -461,7 +530,7 @@ func (x *xfer) sendFile(ctx context.Context, t dataTask, b *batch) error {
 		f, err = s.openPrimary(job, e.ID, unix.O_RDONLY)
 	}
 	if err != nil {
-		x.filesDone.Add(1)
+		x.fileDone(e.Size)
 		if errors.Is(err, fileid.ErrStale) {
 			return nil // deleted meanwhile: its removal is in a later batch
 		}
@@ -478,7 +547,7 @@ func (x *xfer) sendFile(ctx context.Context, t dataTask, b *batch) error {
 	}
 	var xattrs []protocol.Xattr
 	if !s.cfg.NoXattrs {
-		xattrs = readXattrsFD(fd, x.root)
+		xattrs = readXattrsFD(fd, x.root, s.cfg.NoACLs)
 	}
 	if t.mode == protocol.FileReplace && e.Size >= deltaThreshold && t.old != nil && t.old.Size >= deltaThreshold {
 		return x.sendDelta(ctx, f, e, t, b)
@@ -493,11 +562,11 @@ func (x *xfer) sendFile(ctx context.Context, t dataTask, b *batch) error {
 			return n, err
 		})
 		if err != nil {
-			x.filesDone.Add(1)
+			x.fileDone(e.Size)
 			s.fail(Failure{ID: e.ID, Path: s.pathOf(job, e.ID, firstSlot(t.slots)), Op: "DATA", Error: err.Error(), Errno: errno(err)})
 			return nil
 		}
-		b.files = append(b.files, batchFile{id: e.ID, slot: firstSlot(t.slots)})
+		b.files = append(b.files, batchFile{id: e.ID, slot: firstSlot(t.slots), size: e.Size})
 		x.bytesDone.Add(e.Size)
 		s.count(func(st *Stats) { st.DataFiles++; st.DataBytes += e.Size })
 		if b.full() {
@@ -519,7 +588,7 @@ func (x *xfer) sendStream(f *os.File, st *unix.Stat_t, e tree.Entry, t dataTask,
 	replied := func(m protocol.Message, err error) bool {
 		defer x.pending.Done()
 		defer x.window.release(cost)
-		x.filesDone.Add(1)
+		x.fileDone(e.Size)
 		if err != nil {
 			s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: err.Error()})
 			return true
@@ -560,7 +629,7 @@ func (x *xfer) sendStream(f *os.File, st *unix.Stat_t, e tree.Entry, t dataTask,
 		_ = s.conn.Send(end, func(protocol.Message, error) bool {
 			x.pending.Done()
 			x.window.release(cost)
-			x.filesDone.Add(1)
+			x.fileDone(e.Size)
 			return true
 		})
 		return s.conn.Flush()
@@ -644,7 +713,7 @@ func (x *xfer) sendDelta(ctx context.Context, f *os.File, e tree.Entry, t dataTa
 	var sig delta.Signature
 	if err := sig.UnmarshalBinary(so.Signature); err != nil {
 		s.fail(Failure{ID: e.ID, Path: path, Op: "DATA", Error: "bad signature from the secondary: " + err.Error()})
-		x.filesDone.Add(1)
+		x.fileDone(e.Size)
 		return nil
 	}
 	stream := s.nextStream()
@@ -668,7 +737,7 @@ func (x *xfer) sendDelta(ctx context.Context, f *os.File, e tree.Entry, t dataTa
 	done := func(m protocol.Message, rerr error) bool {
 		defer x.pending.Done()
 		defer x.window.release(cost)
-		x.filesDone.Add(1)
+		x.fileDone(e.Size)
 		if rerr != nil {
 			s.fail(Failure{ID: e.ID, Path: path, Op: "DELTA", Error: rerr.Error()})
 		} else if ok, isOK := m.(*protocol.FileOK); isOK && ok.Err != nil {
@@ -731,11 +800,12 @@ func (d *deltaSender) flush(last bool) error {
 
 func procPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
-// readXattrs reads the xattrs georep carries (see package xattr).
-func readXattrs(p string) []protocol.Xattr {
+// readXattrs reads the xattrs georep carries (see package xattr), without
+// ACLs when noACLs.
+func readXattrs(p string, noACLs bool) []protocol.Xattr {
 	root := os.Geteuid() == 0
 	var out []protocol.Xattr
-	for _, x := range xattr.Read(p, func(n string) bool { return xattr.Synced(n, root) }) {
+	for _, x := range xattr.Read(p, func(n string) bool { return xattr.Synced(n, root) && !(noACLs && xattr.IsACL(n)) }) {
 		out = append(out, protocol.Xattr{Name: x.Name, Value: x.Value})
 	}
 	return out
@@ -743,7 +813,7 @@ func readXattrs(p string) []protocol.Xattr {
 
 // readXattrsFD reads the xattrs georep carries (see package xattr) of an
 // open file, through its descriptor (no path lookup).
-func readXattrsFD(fd int, root bool) []protocol.Xattr {
+func readXattrsFD(fd int, root, noACLs bool) []protocol.Xattr {
 	var small [1024]byte
 	buf := small[:]
 	sz, err := unix.Flistxattr(fd, buf)
@@ -764,7 +834,7 @@ func readXattrsFD(fd int, root bool) []protocol.Xattr {
 		}
 		name := string(names[:i])
 		names = names[min(i+1, len(names)):]
-		if name == "" || !xattr.Synced(name, root) {
+		if name == "" || !xattr.Synced(name, root) || noACLs && xattr.IsACL(name) {
 			continue
 		}
 		vsz, err := unix.Fgetxattr(fd, name, nil)
@@ -865,7 +935,7 @@ func (s *Session) statPrimary(job *Job, e *tree.Entry, withXattrs bool) (*tree.E
 	out := &tree.Entry{Size: st.Size, Meta: tree.Meta{Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}}
 	var xs []protocol.Xattr
 	if withXattrs && tree.KindOf(st.Mode) != tree.KindSymlink {
-		xs = readXattrs(procPath(fd))
+		xs = readXattrs(procPath(fd), s.cfg.NoACLs)
 	}
 	return out, xs, nil
 }

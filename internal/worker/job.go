@@ -146,6 +146,9 @@ func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
 		prim[i] = &w.entries[i]
 	}
 	secEntries = keepUnreadable(secEntries, w.unreadable)
+	if !s.cfg.DeleteExcluded {
+		secEntries = keepExcluded(secEntries, prim, s.rootID, s.filter)
+	}
 	job := diff(prim, &w.root, secEntries, end, s.rootID, stime)
 	s.log.Debug("crawl timings", "list", listed.Round(time.Millisecond), "walk_wait", walked.Round(time.Millisecond),
 		"diff", (time.Since(t0) - walked).Round(time.Millisecond), "primary", len(prim), "secondary", len(secEntries))

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/georep/georep/internal/fileid"
+	"github.com/georep/georep/internal/filter"
 	"github.com/georep/georep/internal/protocol"
 	"github.com/georep/georep/internal/scan"
 	"github.com/georep/georep/internal/transport"
@@ -42,8 +43,16 @@ type Config struct {
 	FakeSuper bool
 	// NoXattrs skips xattrs and ACLs.
 	NoXattrs bool
-	// Excludes are top-level names not replicated.
+	// NoACLs skips POSIX ACLs (system.posix_acl_*): the secondary's
+	// files are left without them.
+	NoACLs bool
+	// Excludes are rsync exclude rules (internal/filter): what they match
+	// is not replicated, and what the secondary already holds there is
+	// kept, unless DeleteExcluded.
 	Excludes []string
+	// DeleteExcluded removes from the secondary what Excludes match
+	// (rsync --delete-excluded).
+	DeleteExcluded bool
 	// ExcludePaths are absolute paths not replicated (the state dir).
 	ExcludePaths []string
 	// ReadOnly opens a session that only reads the secondary (verify).
@@ -79,6 +88,7 @@ type Session struct {
 	rwc    io.ReadWriteCloser
 	conn   *protocol.Conn
 	opener *fileid.Opener
+	filter *filter.Filter // cfg.Excludes
 	srcFD  int
 	fsid   fileid.FSID
 	rootID fileid.ID
@@ -130,7 +140,11 @@ type Failure struct {
 type Progress struct {
 	Files, TotalFiles int
 	Bytes, TotalBytes int64
-	Elapsed           time.Duration
+	// Settled is the size of the files done (of TotalBytes), counted when
+	// the secondary answered for them: the base of a rate and an ETA.
+	// Bytes counts what was read for sending, ahead of the answers.
+	Settled int64
+	Elapsed time.Duration
 }
 
 // Connect opens the source and reaches the secondary.
@@ -162,11 +176,15 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 			return nil, fmt.Errorf("source %s lies inside the destination %s", src, cfg.Dest.Path)
 		}
 	}
+	flt, err := filter.New(cfg.Excludes)
+	if err != nil {
+		return nil, err
+	}
 	fd, err := unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open source %s: %w", src, err)
 	}
-	s := &Session{cfg: cfg, log: log, srcFD: fd}
+	s := &Session{cfg: cfg, log: log, srcFD: fd, filter: flt}
 	if s.fsid, err = fileid.FSIDOf(fd); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -208,10 +226,16 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	m, err := s.conn.CallThen(hctx, &protocol.Hello{Version: protocol.Version, Software: Version, RootID: s.rootID, Session: src, FakeSuper: cfg.FakeSuper, ReadOnly: cfg.ReadOnly,
 		DeferDurability: cfg.DeferDurability}, listFirst)
 	if err != nil {
-		s.Close()
 		if errors.Is(err, protocol.ErrClosed) && cfg.Dest.Host != "" {
-			return nil, fmt.Errorf("secondary %s did not answer the handshake (is georep installed there and the key allowed?): %w", cfg.Dest, err)
+			// ssh ended before the agent answered: say why, in ssh's words.
+			cause := transport.Cause(ctx, s.rwc, 5*time.Second)
+			s.Close()
+			if cause != nil {
+				return nil, fmt.Errorf("secondary %s: %w", cfg.Dest, cause)
+			}
+			return nil, fmt.Errorf("secondary %s did not answer the handshake: %w", cfg.Dest, err)
 		}
+		s.Close()
 		return nil, fmt.Errorf("secondary %s: %w", cfg.Dest, err)
 	}
 	h, ok := m.(*protocol.HelloOK)
@@ -333,7 +357,7 @@ func (s *Session) Conn() *protocol.Conn { return s.conn }
 
 // Walk lists the source tree.
 func (s *Session) Walk(ctx context.Context) (*scan.Result, error) {
-	return scan.Walk(ctx, s.cfg.Source, scan.Options{Exclude: s.cfg.Excludes, ExcludePaths: s.cfg.ExcludePaths,
+	return scan.Walk(ctx, s.cfg.Source, scan.Options{Filter: s.filter, ExcludePaths: s.cfg.ExcludePaths,
 		OnMountPoint: func(p string) { s.log.Warn("not crossing into another filesystem", "path", p) },
 		OnError:      func(p string, err error) { s.log.Info("entry vanished during the crawl", "path", p, "err", err) }})
 }

@@ -26,6 +26,11 @@ func Synced(name string, withTrusted bool) bool {
 	return false
 }
 
+// IsACL reports whether name is a POSIX ACL (the sync-acls key's part).
+func IsACL(name string) bool {
+	return name == "system.posix_acl_access" || name == "system.posix_acl_default"
+}
+
 // Attr is one attribute.
 type Attr struct {
 	Name  string
