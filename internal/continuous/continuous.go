@@ -94,7 +94,11 @@ type Status struct {
 	JournalEvents     uint64    `json:"journal_events"`
 	JournalOverflows  uint64    `json:"journal_overflows"`
 	PendingChangelogs int       `json:"pending_changelogs"`
-	Updated           time.Time `json:"updated"`
+	// Compression is what the data transfer's compression chose and why;
+	// CompressionRatio what it achieved (see worker.Stats).
+	Compression      string    `json:"compression,omitempty"`
+	CompressionRatio float64   `json:"compression_ratio,omitempty"`
+	Updated          time.Time `json:"updated"`
 }
 
 // ResyncRequest asks a running session to re-send part of the tree.
@@ -533,6 +537,7 @@ func (r *runner) executeClearing(ctx context.Context, sess *worker.Session, job 
 		s.FilesSynced += int64(after.DataFiles - before.DataFiles)
 		s.BytesSynced += after.DataBytes - before.DataBytes
 		s.EntriesSynced += int64(after.Entries - before.Entries)
+		s.Compression, s.CompressionRatio = after.Compression, after.CompressionRatio
 	})
 	failures := err != nil && worker.IsFailures(err)
 	if failures || drop != nil && err == nil {

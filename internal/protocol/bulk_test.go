@@ -154,19 +154,6 @@ func TestPutFilesRejectsBadItems(t *testing.T) {
 	}
 }
 
-func TestParseCompression(t *testing.T) {
-	for _, s := range []string{"", "none", "zstd", "zstd:1", "zstd:4"} {
-		if _, _, err := ParseCompression(s); err != nil {
-			t.Errorf("%q: %v", s, err)
-		}
-	}
-	for _, s := range []string{"gzip", "zstd:0", "zstd:5", "zstd:x"} {
-		if _, _, err := ParseCompression(s); err == nil {
-			t.Errorf("%q accepted", s)
-		}
-	}
-}
-
 func TestFileChunkAndFramePool(t *testing.T) {
 	var cb ChunkBuilder
 	var pool FramePool

@@ -64,6 +64,11 @@ type Report struct {
 	Journal           string `json:"journal"`
 	JournalEvents     uint64 `json:"journal_events"`
 	JournalOverflows  uint64 `json:"journal_overflows"`
+	// Compression is what the data transfer's compression chose for most
+	// of the data and why (e.g. "zstd:3 (link-bound)"); CompressionRatio
+	// the data's size over its size on the wire (1 = not compressed).
+	Compression      string  `json:"compression"`
+	CompressionRatio float64 `json:"compression_ratio"`
 	// Checkpoint: the set time, whether the stime passed it, and when the
 	// daemon noticed (null when it completed while no daemon watched).
 	CheckpointTime           *time.Time `json:"checkpoint_time"`
@@ -187,7 +192,7 @@ func WriteTable(w io.Writer, reports []Report, detail bool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 3, ' ', 0)
 	head := []string{"SESSION", "PRIMARY", "SECONDARY", "STATUS", "CRAWL STATUS", "LAST SYNCED", "LAG", "ENTRY", "DATA", "META", "FAILURES"}
 	if detail {
-		head = append(head, "FILES SYNCED", "BYTES SYNCED", "CHECKPOINT TIME", "CHECKPOINT COMPLETED", "CHECKPOINT COMPLETION TIME", "LAST ERROR")
+		head = append(head, "FILES SYNCED", "BYTES SYNCED", "COMPRESSION", "CHECKPOINT TIME", "CHECKPOINT COMPLETED", "CHECKPOINT COMPLETION TIME", "LAST ERROR")
 	}
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for _, r := range reports {
@@ -215,7 +220,11 @@ func WriteTable(w io.Writer, reports []Report, detail bool) error {
 					lastErr = FormatTime(r.LastErrorTime) + ": " + lastErr
 				}
 			}
-			row = append(row, fmt.Sprint(r.FilesSynced), HumanBytes(r.BytesSynced), FormatTime(r.CheckpointTime), completed,
+			comp := "N/A"
+			if r.Compression != "" {
+				comp = fmt.Sprintf("%s %.2fx", r.Compression, r.CompressionRatio)
+			}
+			row = append(row, fmt.Sprint(r.FilesSynced), HumanBytes(r.BytesSynced), comp, FormatTime(r.CheckpointTime), completed,
 				FormatTime(r.CheckpointCompletionTime), lastErr)
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t"))

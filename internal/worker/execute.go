@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/georep/georep/internal/compression"
 	"github.com/georep/georep/internal/fileid"
 	"github.com/georep/georep/internal/plan"
 	"github.com/georep/georep/internal/protocol"
@@ -260,8 +261,6 @@ type xfer struct {
 	filesDone atomic.Int64
 	bytesDone atomic.Int64
 	root      bool // euid 0: trusted.* xattrs travel
-	compress  bool
-	level     zstd.EncoderLevel
 }
 
 // batch is one sender's PutFiles under construction.
@@ -297,9 +296,6 @@ func (s *Session) transferData(ctx context.Context, job *Job) (wait func() error
 		return done, nil
 	}
 	x := &xfer{s: s, job: job, window: newByteWindow(inflightBytes), root: os.Geteuid() == 0}
-	if x.compress, x.level, err = protocol.ParseCompression(s.cfg.Compression); err != nil {
-		return nil, err
-	}
 	startT := time.Now()
 	stopProgress := make(chan struct{})
 	if s.cfg.Progress != nil {
@@ -366,12 +362,21 @@ func (s *Session) transferData(ctx context.Context, job *Job) (wait func() error
 	}, nil
 }
 
-// send sends a data message, compressed when the session asks for it.
+// send sends a data message, compressed at the level the session's
+// compression controller chooses for it (compressed here, by the sender,
+// so that the senders compress in parallel and the controller times it).
 func (x *xfer) send(m protocol.Message, fn protocol.ReplyFunc) error {
-	if x.compress {
-		m = &protocol.Compressed{Inner: m, Level: x.level}
+	c := x.s.comp
+	raw := protocol.Body(m)
+	ch := c.Choose(raw)
+	if ch.Level == compression.Off {
+		c.Sent(ch, len(raw))
+		return x.s.conn.Send(m, fn)
 	}
-	return x.s.conn.Send(m, fn)
+	t0 := time.Now()
+	z := protocol.Compress(m, raw, zstd.EncoderLevel(ch.Level))
+	c.Observe(ch, len(raw), z.Wire(), time.Since(t0))
+	return x.s.conn.Send(z, fn)
 }
 
 // sendBatch sends the batch (if any), flushes, and empties it; the reply
