@@ -296,6 +296,7 @@ func (s *Session) transferData(ctx context.Context, job *Job) (wait func() error
 		return done, nil
 	}
 	x := &xfer{s: s, job: job, window: newByteWindow(inflightBytes), root: os.Geteuid() == 0}
+	s.awaitLinkProbe(ctx)
 	startT := time.Now()
 	stopProgress := make(chan struct{})
 	if s.cfg.Progress != nil {

@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/georep/georep/internal/compression"
@@ -10,21 +11,48 @@ import (
 )
 
 // loopbackRTT: a secondary on a loopback address (or one of this host's
-// own) that answers a ping within this is on this host, reached without a
+// own) that answers a ping within this (loaded two-core machines take several ms) is on this host, reached without a
 // real link; one that takes longer is behind a tunnel or an emulated WAN
 // (such as ../shared/bench/wanproxy.py) and is treated as remote.
-const loopbackRTT = 5 * time.Millisecond
+const loopbackRTT = 20 * time.Millisecond
+
+// probeWait bounds how long the data waits for the first probe.
+const probeWait = loopbackRTT + 5*time.Millisecond
+
+// awaitLinkProbe waits (at most probeWait after the probe started) until
+// the first probe of the link is answered, so that the first data is
+// sent as the link calls for.
+func (s *Session) awaitLinkProbe(ctx context.Context) {
+	if s.firstProbe == nil {
+		return
+	}
+	select {
+	case <-s.firstProbe:
+	case <-ctx.Done():
+	}
+}
 
 // probeLink tells the compression controller whether the secondary is on
 // this host: its address is local and it answers pings within
 // loopbackRTT (the best of three, so one scheduling delay does not
 // decide). Until then the link counts as remote.
+//
+// The data waits for the first answer (awaitLinkProbe), at most
+// probeWait: a small tree is otherwise on its way before the first ping
+// is back.
 func (s *Session) probeLink(ctx context.Context) {
+	var once sync.Once
+	first := func() { once.Do(func() { close(s.firstProbe) }) }
+	defer first()
+	time.AfterFunc(probeWait, first)
 	if !hostIsLocal(ctx, s.cfg.Dest.Host) {
 		return
 	}
 	best := time.Duration(-1)
-	for range 3 {
+	for i := range 3 {
+		if i == 1 {
+			first()
+		}
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		t0 := time.Now()
 		_, err := s.conn.Call(pctx, &protocol.Ping{})

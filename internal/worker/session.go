@@ -101,6 +101,9 @@ type Session struct {
 	// the stream to the secondary for it.
 	comp  *compression.Controller
 	meter *compression.Meter
+	// firstProbe is closed once the first probe of the link is answered
+	// (or probeWait passed); nil for a local secondary.
+	firstProbe chan struct{}
 
 	stats   Stats
 	statsMu sync.Mutex
@@ -252,6 +255,7 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	s.stats.FakeSuper = h.FakeSuper
 	go s.conn.Keepalive(ctx, 5*time.Second, 30*time.Second)
 	if cfg.Dest.Host != "" {
+		s.firstProbe = make(chan struct{})
 		go s.probeLink(ctx)
 	}
 	return s, nil
