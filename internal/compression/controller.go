@@ -2,6 +2,7 @@ package compression
 
 import (
 	"io"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,24 +17,66 @@ import (
 // compressed), and a sample of each large message. Safe for concurrent
 // use by the senders.
 type Controller struct {
+	// OnChange, when set before use, is called (with the controller's
+	// lock held) when a decision changes, with what it was based on.
+	OnChange func(Choice, Inputs)
+
 	setting     Setting
 	compressors int
 	meter       *Meter
 	now         func() time.Time
 
-	mu      sync.Mutex
-	link    Link
-	cur     Level
-	reason  Reason
-	levels  [MaxLevel + 1]Estimate // measured on real messages
-	sample  Estimate               // Fastest, measured on samples
-	wire    float64                // link rate estimate, wire bytes/s
-	busy    float64                // share of time waiting on the link (-1 unknown)
-	last    meterSnap              // at the last update
-	started bool
-	// What was sent, per level (Off: stored), for the summary.
+	mu     sync.Mutex
+	link   Link
+	cur    Level
+	reason Reason
+	// Per level, each compression's speed (one sender's, timed) and ratio
+	// on the messages it compressed; sample: Fastest on samples.
+	levels [MaxLevel + 1]decaying
+	sample decaying
+	// eff is the share of compressors x one sender's speed that the
+	// senders achieved together when the link waited on them (the machine
+	// is shared, senders also read files): 0 = not measured.
+	eff          float64
+	wire         float64 // link rate estimate, wire bytes/s
+	wireMeasured bool    // wire was measured while the sender waited
+	busy         float64 // share of time waiting on the link (-1 unknown)
+	last         meterSnap
+	lastRaw      int64
+	started      bool
+	firstAt      time.Time // of the first message
+	// What was sent, per level (Off: as is), for the summary.
 	raw, wireBytes [MaxLevel + 1]int64
 	why            [MaxLevel + 1]Reason
+}
+
+// decaying is a byte-weighted moving measurement: older bytes weigh
+// exp(-newer bytes / decayWindow).
+type decaying struct {
+	raw, wire      float64 // for the ratio
+	timedRaw, secs float64 // for the speed
+}
+
+const decayWindow = 32 << 20
+
+func (d *decaying) add(raw, wire int, dur time.Duration) {
+	f := math.Exp(-float64(raw) / decayWindow)
+	d.raw, d.wire = d.raw*f+float64(raw), d.wire*f+float64(wire)
+	if dur > 0 && raw >= 16<<10 {
+		d.timedRaw, d.secs = d.timedRaw*f+float64(raw), d.secs*f+dur.Seconds()
+	}
+}
+
+// estimate is one sender's speed and the ratio (zero when unknown).
+func (d *decaying) estimate() Estimate {
+	var e Estimate
+	if d.secs > 0 {
+		e.Rate = d.timedRaw / d.secs
+	}
+	if d.raw > 0 {
+		e.Ratio = d.wire / d.raw
+	}
+	return e
 }
 
 // Tuning of the measurements.
@@ -45,12 +88,17 @@ const (
 	sampleParts = 4
 	// MinCompress: smaller messages are never compressed.
 	MinCompress = 512
-	// updateEvery is the period of the link measurement and of decisions.
+	// updateEvery is the period of the link measurement and of decisions;
+	// a longer gap between messages (nothing to send) measures nothing.
 	updateEvery = 250 * time.Millisecond
+	staleAfter  = 4 * updateEvery
 	// bufferAllowance: the link's share of waiting counts only once this
 	// much went out (pipe, ssh and TCP buffers take the first megabytes
 	// without making anyone wait, whatever the link).
 	bufferAllowance = 8 << 20
+	// bufferTime: or once the first message is this old (a link the
+	// senders cannot fill in that time does not hold them back).
+	bufferTime = time.Second
 	// saturated: a sender that waited on the link this share of the time
 	// or more measures the link's rate.
 	saturated = 0.5
@@ -68,7 +116,7 @@ func NewController(s Setting, link Link, compressors int, meter *Meter) *Control
 
 // static is the choice that needs no measurement, or the starting point.
 func (c *Controller) static() (Level, Reason) {
-	ch := Decide(Inputs{Setting: c.setting, Link: c.link, Compressors: c.compressors, WireBusy: -1})
+	ch := Decide(Inputs{Setting: c.setting, Link: c.link, WireBusy: -1})
 	return ch.Level, ch.Reason
 }
 
@@ -107,10 +155,7 @@ func (c *Controller) Choose(raw []byte) Choice {
 		d := c.now().Sub(t0)
 		sr = float64(out) / float64(in)
 		c.mu.Lock()
-		if d > 0 {
-			c.sample.Rate = ewma(c.sample.Rate, float64(in)/d.Seconds())
-		}
-		c.sample.Ratio = ewma(c.sample.Ratio, sr)
+		c.sample.add(in, out, d)
 		c.mu.Unlock()
 	}
 	c.mu.Lock()
@@ -127,34 +172,68 @@ func (c *Controller) Choose(raw []byte) Choice {
 func (c *Controller) update() {
 	now := c.now()
 	snap := c.meter.snap(now)
+	raw := c.rawTotal()
 	if !c.started {
-		c.started, c.last = true, snap
+		c.started, c.last, c.lastRaw, c.firstAt = true, snap, raw, now
 		return
 	}
 	dt := snap.at.Sub(c.last.at)
 	if dt < updateEvery {
 		return
 	}
-	db, dbusy := snap.bytes-c.last.bytes, snap.busy-c.last.busy
-	c.last = snap
-	if db > 0 && dt > 0 {
+	db, dbusy, draw := snap.bytes-c.last.bytes, snap.busy-c.last.busy, raw-c.lastRaw
+	c.last, c.lastRaw = snap, raw
+	if db > 0 && dt <= staleAfter {
 		frac := min(1, float64(dbusy)/float64(dt))
 		if frac >= saturated && dbusy > 0 {
 			c.wire = ewma(c.wire, float64(db)/time.Duration(dbusy).Seconds())
+			c.wireMeasured = true
 		} else {
 			c.wire = max(c.wire, float64(db)/dt.Seconds())
 		}
-		if frac >= saturated || snap.bytes >= bufferAllowance {
+		if frac >= saturated || snap.bytes >= bufferAllowance || now.Sub(c.firstAt) >= bufferTime {
 			c.busy = ewmaFrom(c.busy, frac)
 		}
+		// The link waited on the senders: what they achieved at this
+		// level is the compressors' real rate.
+		if one := c.levels[c.cur].estimate(); frac < saturated && c.busy >= 0 && c.cur != Off && one.Rate > 0 && draw >= 1<<20 {
+			c.eff = ewma(c.eff, min(1, float64(draw)/dt.Seconds()/(one.Rate*float64(c.compressors))))
+		}
 	}
-	in := Inputs{Setting: c.setting, Link: c.link, WireRate: c.wire, WireBusy: c.busy, Compressors: c.compressors,
-		Levels: c.levels, Current: c.cur}
-	if in.Levels[Fastest].Rate <= 0 && c.sample.Rate > 0 {
-		in.Levels[Fastest] = c.sample
-	}
+	in := c.inputs()
 	ch := Decide(in)
+	if ch != (Choice{c.cur, c.reason}) && c.OnChange != nil {
+		c.OnChange(ch, in)
+	}
 	c.cur, c.reason = ch.Level, ch.Reason
+}
+
+// inputs are Decide's inputs from the measurements. Called with mu held.
+func (c *Controller) inputs() Inputs {
+	in := Inputs{Setting: c.setting, Link: c.link, WireRate: c.wire, WireMeasured: c.wireMeasured, WireBusy: c.busy, Current: c.cur}
+	scale := float64(c.compressors)
+	if c.eff > 0 {
+		scale *= c.eff
+	}
+	for l := Fastest; l <= MaxLevel; l++ {
+		e := c.levels[l].estimate()
+		if l == Fastest && e.Rate <= 0 {
+			e = c.sample.estimate()
+		}
+		if e.Rate > 0 && e.Ratio > 0 {
+			e.Rate *= scale
+			in.Levels[l] = e
+		}
+	}
+	return in
+}
+
+func (c *Controller) rawTotal() int64 {
+	var n int64
+	for _, r := range c.raw {
+		n += r
+	}
+	return n
 }
 
 // Observe records a message compressed as ch chose: raw bytes in, wire
@@ -162,13 +241,8 @@ func (c *Controller) update() {
 func (c *Controller) Observe(ch Choice, raw, wire int, d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	l := ch.Level
-	if l > Off && l <= MaxLevel && raw > 0 {
-		e := &c.levels[l]
-		if d > 0 && raw >= 16<<10 {
-			e.Rate = ewma(e.Rate, float64(raw)/d.Seconds())
-		}
-		e.Ratio = ewma(e.Ratio, float64(wire)/float64(raw))
+	if l := ch.Level; l > Off && l <= MaxLevel && raw > 0 {
+		c.levels[l].add(raw, wire, d)
 	}
 	c.count(ch, raw, wire)
 }

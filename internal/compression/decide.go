@@ -27,24 +27,25 @@ func (l Link) String() string {
 
 // Estimate is what is known of one level on the data being sent.
 type Estimate struct {
-	Rate  float64 // raw bytes per second one compressor takes (0 = unknown)
+	Rate  float64 // raw bytes per second the compressors take together (0 = unknown)
 	Ratio float64 // compressed size / raw size (0 = unknown)
 }
 
 // Inputs are what Decide weighs. They are measurements, not settings,
-// except for Setting, Link and Compressors.
+// except for Setting and Link.
 type Inputs struct {
 	Setting Setting
 	Link    Link
-	// WireRate is the wire bytes per second the link carries while the
-	// sender waits on it (0 = not known yet).
-	WireRate float64
+	// WireRate is the wire bytes per second the link carries (0 = not
+	// known yet): measured while the sender waited on it when
+	// WireMeasured, else only a lower bound (what it carried while the
+	// sender kept it waiting).
+	WireRate     float64
+	WireMeasured bool
 	// WireBusy is the share of the recent time the sender spent waiting on
 	// the link, 0 to 1; negative = not known yet (the link's buffers are
 	// still taking everything).
 	WireBusy float64
-	// Compressors is how many messages are compressed at once.
-	Compressors int
 	// Levels are the estimates per level (index 0 unused); unknown ones are
 	// derived from a known one (see priors).
 	Levels [MaxLevel + 1]Estimate
@@ -128,9 +129,12 @@ func Decide(in Inputs) Choice {
 		}
 		return Choice{Default, ReasonStart}
 	}
-	if in.WireBusy < idleBusy {
-		// The sender hardly waits on the link: the compressor (or the
-		// reading) holds the transfer back. One step lighter.
+	if in.WireBusy < idleBusy && !in.WireMeasured {
+		// The sender hardly waits on a link whose rate was never seen:
+		// the compressor (or the reading) holds the transfer back. One
+		// step lighter, until the link shows its rate. (Once it has,
+		// the model below weighs the compressor's measured rate against
+		// it: a slow compressor into a slow link still beats raw.)
 		switch {
 		case in.Current > Fastest:
 			return Choice{in.Current - 1, ReasonCPUBound}
@@ -141,13 +145,12 @@ func Decide(in Inputs) Choice {
 		}
 		return Choice{Fastest, ReasonCPUBound}
 	}
-	p := float64(max(1, in.Compressors))
 	w := in.WireRate
 	tput := func(l Level) float64 {
 		if l == Off {
 			return w
 		}
-		return min(est[l].Rate*p, w/est[l].Ratio)
+		return min(est[l].Rate, w/est[l].Ratio)
 	}
 	// Lightest first: a heavier level must beat the best so far by the
 	// step margin (compression beat raw by the pay margin).
@@ -174,7 +177,7 @@ func Decide(in Inputs) Choice {
 	switch {
 	case best == Off:
 		return Choice{Off, ReasonFastLink}
-	case est[best].Rate*p < w/est[best].Ratio:
+	case est[best].Rate < w/est[best].Ratio:
 		return Choice{best, ReasonCPUBound}
 	}
 	return Choice{best, ReasonWireBound}

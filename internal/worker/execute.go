@@ -35,9 +35,10 @@ const (
 
 	// Small files travel in PutFiles batches: many files per frame and one
 	// reply per batch, instead of a frame and a reply each.
-	batchFileMax  = 1 << 20 // larger files are streamed on their own
-	batchBytesMax = 4 << 20 // content bytes per batch
-	batchFilesMax = 2048    // files per batch
+	batchFileMax    = 1 << 20 // larger files are streamed on their own
+	batchBytesMax   = 4 << 20 // content bytes per batch
+	batchBytesFirst = 512 << 10
+	batchFilesMax   = 2048 // files per batch
 )
 
 // Execute applies a job: entry ops in order, then data, then metadata. It
@@ -268,6 +269,11 @@ type batch struct {
 	b      protocol.FilesBuilder
 	files  []batchFile
 	chunks protocol.ChunkBuilder // large files' content
+	// limit is the content bytes at which the batch goes out: it starts
+	// at batchBytesFirst and doubles up to batchBytesMax, so that the
+	// first bytes reach the link (and the secondary) early, while later
+	// batches are large (fewer replies, more context to compress).
+	limit int64
 }
 
 type batchFile struct {
@@ -276,7 +282,10 @@ type batchFile struct {
 }
 
 func (b *batch) full() bool {
-	return b.b.Len() >= batchFilesMax || b.b.Bytes() >= batchBytesMax
+	if b.limit == 0 {
+		b.limit = batchBytesFirst
+	}
+	return b.b.Len() >= batchFilesMax || b.b.Bytes() >= b.limit
 }
 
 // transferData sends the files' content; wait returns once all of it is
@@ -423,6 +432,7 @@ func (x *xfer) sendBatch(b *batch) error {
 		return true
 	})
 	b.b.Reset() // Send encoded the message: the buffer is free again
+	b.limit = min(2*max(b.limit, batchBytesFirst), batchBytesMax)
 	if err != nil {
 		return err // the callback saw the error
 	}

@@ -194,6 +194,11 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	s.meter = &compression.Meter{}
 	s.comp = compression.NewController(setting, link, cfg.SyncJobs, s.meter)
+	s.comp.OnChange = func(ch compression.Choice, in compression.Inputs) {
+		log.Debug("compression", "level", ch.Level.String(), "why", ch.Reason.String(), "wire_MBps", in.WireRate/1e6, "busy", in.WireBusy,
+			"est", fmt.Sprintf("%.0f/%.3f %.0f/%.3f %.0f/%.3f %.0f/%.3f", in.Levels[1].Rate/1e6, in.Levels[1].Ratio, in.Levels[2].Rate/1e6, in.Levels[2].Ratio,
+				in.Levels[3].Rate/1e6, in.Levels[3].Ratio, in.Levels[4].Rate/1e6, in.Levels[4].Ratio))
+	}
 	if s.fsid, err = fileid.FSIDOf(fd); err != nil {
 		unix.Close(fd)
 		return nil, err
