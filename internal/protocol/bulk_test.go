@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"errors"
+	"github.com/klauspost/compress/zstd"
 	"math/rand/v2"
 	"testing"
 
@@ -123,6 +124,44 @@ func TestCompressedShrinksAndRefusesNesting(t *testing.T) {
 	for _, bad := range [][]byte{{}, {byte(TPutFiles)}, {byte(TPutFiles), 200, 200, 200, 200, 200, 1}, {byte(TPutFiles), 4, 1, 2, 3}, {byte(TPutFiles), 3, 2, 1, 2, 3}, {byte(TPutFiles), 3, 0, 1, 2}} {
 		if _, err := Decode(Frame{Type: TCompressed, Body: bad}); err == nil {
 			t.Fatalf("malformed compressed body %v decoded", bad)
+		}
+	}
+}
+
+// TestCompressPreEncoded: Compress encodes once, at the given level; the
+// message writes that body as is, decodes to the inner message, and
+// stores what does not shrink (Wire then exceeds the raw size by the
+// header only).
+func TestCompressPreEncoded(t *testing.T) {
+	e := bulkEntry(0, 1<<16)
+	text := bytes.Repeat([]byte("func (m *Compressed) Encode(e *Enc) { e.B = append(e.B, m.body...) }\n"), 1000)
+	rnd := make([]byte, 1<<16)
+	r := rand.New(rand.NewPCG(3, 4))
+	for i := range rnd {
+		rnd[i] = byte(r.Uint32())
+	}
+	for _, c := range []struct {
+		data   []byte
+		level  zstd.EncoderLevel
+		shrink bool
+	}{{text, zstd.SpeedFastest, true}, {text, zstd.SpeedBetterCompression, true}, {rnd, zstd.SpeedDefault, false}} {
+		var b FilesBuilder
+		b.Add(FileNew, e, []tree.Slot{e.Slot}, nil, len(c.data), func(p []byte) (int, error) { return copy(p, c.data), nil })
+		m := b.Message()
+		raw := Body(m)
+		z := Compress(m, raw, c.level)
+		if z.Raw != len(raw) || z.Wire() != len(Encode(z)) {
+			t.Fatalf("level %v: Raw %d Wire %d, encoded %d (raw %d)", c.level, z.Raw, z.Wire(), len(Encode(z)), len(raw))
+		}
+		if shrunk := z.Wire() < len(raw)/2; shrunk != c.shrink {
+			t.Fatalf("level %v: %d bytes became %d", c.level, len(raw), z.Wire())
+		}
+		if !c.shrink && z.Wire() > len(raw)+16 {
+			t.Fatalf("stored body %d bytes for %d", z.Wire(), len(raw))
+		}
+		got := decodeFrame(t, z).(*Compressed).Inner.(*PutFiles)
+		if !bytes.Equal(got.Files[0].Data, c.data) {
+			t.Fatalf("level %v: content does not round-trip", c.level)
 		}
 	}
 }
