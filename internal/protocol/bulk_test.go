@@ -3,12 +3,12 @@ package protocol
 import (
 	"bytes"
 	"errors"
-	"github.com/klauspost/compress/zstd"
 	"math/rand/v2"
 	"testing"
 
 	"github.com/georep/georep/internal/fileid"
 	"github.com/georep/georep/internal/tree"
+	"github.com/klauspost/compress/zstd"
 )
 
 func bulkEntry(n byte, size int64) *tree.Entry {
