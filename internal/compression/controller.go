@@ -3,6 +3,7 @@ package compression
 import (
 	"io"
 	"math"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -45,6 +46,7 @@ type Controller struct {
 	lastRaw      int64
 	started      bool
 	firstAt      time.Time // of the first message
+	changedAt    time.Time // of the last change of level
 	// What was sent, per level (Off: as is), for the summary.
 	raw, wireBytes [MaxLevel + 1]int64
 	why            [MaxLevel + 1]Reason
@@ -102,6 +104,9 @@ const (
 	// saturated: a sender that waited on the link this share of the time
 	// or more measures the link's rate.
 	saturated = 0.5
+	// holdTime: a level stays at least this long (the link's buffers
+	// take a while to show what a change did).
+	holdTime = 750 * time.Millisecond
 	alpha     = 0.3 // weight of a new measurement in the moving averages
 )
 
@@ -202,8 +207,14 @@ func (c *Controller) update() {
 	}
 	in := c.inputs()
 	ch := Decide(in)
+	if ch.Level != c.cur && now.Sub(c.changedAt) < holdTime {
+		return // let the last change show its effect on the link first
+	}
 	if ch != (Choice{c.cur, c.reason}) && c.OnChange != nil {
 		c.OnChange(ch, in)
+	}
+	if ch.Level != c.cur {
+		c.changedAt = now
 	}
 	c.cur, c.reason = ch.Level, ch.Reason
 }
@@ -344,7 +355,8 @@ var (
 func sampleEncoder() *zstd.Encoder {
 	sampleOnce.Do(func() {
 		var err error
-		sampleEnc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false))
+		// One state per CPU: EncodeAll runs on one state at a time.
+		sampleEnc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedFastest), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderCRC(false))
 		if err != nil {
 			panic(err) // only bad options fail
 		}

@@ -135,11 +135,14 @@ func Decide(in Inputs) Choice {
 		// step lighter, until the link shows its rate. (Once it has,
 		// the model below weighs the compressor's measured rate against
 		// it: a slow compressor into a slow link still beats raw.)
+		// Not down to raw, though: a link that never made the sender
+		// wait may still be slower than raw data (a WAN behind a starved
+		// compressor), and raw would send three or four times the bytes
+		// into it. Raw wins only on a link measured faster than the
+		// compressor (below), e.g. while incompressible data flowed.
 		switch {
 		case in.Current > Fastest:
 			return Choice{in.Current - 1, ReasonCPUBound}
-		case in.Current == Fastest && in.Setting.Mode == Auto:
-			return Choice{Off, ReasonFastLink}
 		case in.Current == Off:
 			return Choice{Off, ReasonFastLink}
 		}

@@ -72,7 +72,12 @@ func TestDecide(t *testing.T) {
 			Levels: only(Fastest, Estimate{100e6 * 1, 0.5})}, Choice{Off, ReasonFastLink}},
 		{"sender idle on the link: one step lighter", Inputs{Setting: auto, WireRate: wan, WireBusy: 0.05, Levels: goSrcX(2), Current: Better},
 			Choice{Default, ReasonCPUBound}},
-		{"sender idle at fastest: raw", Inputs{Setting: auto, WireRate: wan, WireBusy: 0.05, Levels: goSrcX(2), Current: Fastest},
+		// Idle at fastest on a link not measured yet: not down to raw
+		// (the link may be slow behind a starved compressor).
+		{"sender idle at fastest, link not measured: stays", Inputs{Setting: auto, WireRate: wan, WireBusy: 0.05, Levels: goSrcX(2), Current: Fastest},
+			Choice{Fastest, ReasonCPUBound}},
+		// A link measured (while raw data flowed) faster than any level.
+		{"link measured at 1 GB/s: raw", Inputs{Setting: auto, WireRate: 1e9, WireMeasured: true, WireBusy: 0.6, Levels: goSrcX(2), Current: Fastest},
 			Choice{Off, ReasonFastLink}},
 		{"sender idle at fastest, -z: stays", Inputs{Setting: always, WireRate: wan, WireBusy: 0.05, Levels: goSrcX(2), Current: Fastest},
 			Choice{Fastest, ReasonCPUBound}},

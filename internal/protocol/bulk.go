@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"sync"
 
@@ -491,7 +492,9 @@ var (
 	dec      *zstd.Decoder
 )
 
-// encoder returns a shared encoder (EncodeAll is safe for concurrent use).
+// encoder returns a shared encoder. EncodeAll is safe for concurrent use
+// but runs on one of the encoder's states at a time: with one state the
+// senders would compress one after the other, so it has one per CPU.
 func encoder(l zstd.EncoderLevel) *zstd.Encoder {
 	if l == 0 {
 		l = zstd.SpeedFastest
@@ -501,7 +504,7 @@ func encoder(l zstd.EncoderLevel) *zstd.Encoder {
 	enc := encoders[l]
 	if enc == nil {
 		var err error
-		enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(l), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false))
+		enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(l), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderCRC(false))
 		if err != nil {
 			panic(err) // only bad options fail
 		}
