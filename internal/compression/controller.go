@@ -107,7 +107,7 @@ const (
 	// holdTime: a level stays at least this long (the link's buffers
 	// take a while to show what a change did).
 	holdTime = 750 * time.Millisecond
-	alpha     = 0.3 // weight of a new measurement in the moving averages
+	alpha    = 0.3 // weight of a new measurement in the moving averages
 )
 
 // NewController makes the controller of one connection. meter is on the
