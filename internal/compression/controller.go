@@ -46,6 +46,7 @@ type Controller struct {
 	lastRaw      int64
 	started      bool
 	firstAt      time.Time // of the first message
+	firstBytes   int64     // the meter's count then
 	changedAt    time.Time // of the last change of level
 	// What was sent, per level (Off: as is), for the summary.
 	raw, wireBytes [MaxLevel + 1]int64
@@ -179,7 +180,7 @@ func (c *Controller) update() {
 	snap := c.meter.snap(now)
 	raw := c.rawTotal()
 	if !c.started {
-		c.started, c.last, c.lastRaw, c.firstAt = true, snap, raw, now
+		c.started, c.last, c.lastRaw, c.firstAt, c.firstBytes = true, snap, raw, now, snap.bytes
 		return
 	}
 	dt := snap.at.Sub(c.last.at)
@@ -191,10 +192,15 @@ func (c *Controller) update() {
 	if db > 0 && dt <= staleAfter {
 		frac := min(1, float64(dbusy)/float64(dt))
 		if frac >= saturated && dbusy > 0 {
-			c.wire = ewma(c.wire, float64(db)/time.Duration(dbusy).Seconds())
+			// The buffers were full whenever the sender wrote: the link
+			// drained them all along, at its rate.
+			c.wire = ewma(c.wire, float64(db)/dt.Seconds())
 			c.wireMeasured = true
-		} else {
-			c.wire = max(c.wire, float64(db)/dt.Seconds())
+		} else if el := now.Sub(c.firstAt); el >= bufferTime && !c.wireMeasured {
+			// What the link carried on average since the first message
+			// is a lower bound of its rate (a short window is not: the
+			// buffers take bursts faster than the link).
+			c.wire = max(c.wire, float64(snap.bytes-c.firstBytes)/el.Seconds())
 		}
 		if frac >= saturated || snap.bytes >= bufferAllowance || now.Sub(c.firstAt) >= bufferTime {
 			c.busy = ewmaFrom(c.busy, frac)
@@ -365,8 +371,9 @@ func sampleEncoder() *zstd.Encoder {
 }
 
 // Meter counts the bytes written to the stream to the secondary and the
-// time spent in those writes (waiting on the link): the link's rate is
-// bytes / time while the writer waits, and at least bytes / wall time.
+// time spent in those writes (waiting on the link): while the writer
+// waits most of the time the link's buffers stay full and bytes / wall
+// time is the link's rate; otherwise it is a lower bound.
 type Meter struct {
 	bytes atomic.Int64
 	busy  atomic.Int64 // ns inside Write
