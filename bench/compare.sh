@@ -95,7 +95,7 @@ secs() { local s e; s=$(date +%s.%N); "$@" >"$mnt/out" 2>&1 || { cat "$mnt/out" 
 # agent then makes the session durable (syncfs) and records its stime. Wait
 # for that, and sync, before the next timed run, so that no run pays for
 # another's writeback (rsync and tar leave theirs to the kernel as well).
-quiesce() { while pgrep -f "georep secondary --root $mnt" >/dev/null; do sleep 0.05; done; sync; sleep 1; }
+quiesce() { while pgrep -f "secondary --root $mnt" >/dev/null; do sleep 0.05; done; sync; sleep 1; }
 settle() { quiesce; rm -rf "$@"; sync; sleep 1; }
 ratio() { echo "scale=2; $1 / $2" | bc; }
 best() { printf '%s\n' "$@" | sort -g | head -1; }
@@ -105,8 +105,12 @@ gsync() { # SRC DST SSH [flags]: a georep sync, JSON summary in $mnt/out
     --remote-georep "${GEOREP:-$georep}" --no-progress --json "$@"
 }
 bsync() { GEOREP=$baseline gsync "$@"; } # the same with the --baseline binary
-gbytes() { python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["stats"]; print(s["bytes_sent"]+s["bytes_received"])' "$mnt/out"; }
-gcomp() { python3 -c 'import json,sys; s=json.load(open(sys.argv[1]))["stats"]; print("%s %.2fx" % (s.get("compression") or "none", s.get("compression_ratio") or 1))' "$mnt/out"; }
+# The JSON summary in $mnt/out (log lines on stderr may stand before it).
+gjson() { python3 -c 'import json,sys; t=open(sys.argv[1]).read(); s=json.JSONDecoder().raw_decode(t[t.index("{"):])[0]["stats"]; print(eval(sys.argv[2]))' "$mnt/out" "$1"; }
+gbytes() { gjson 's["bytes_sent"]+s["bytes_received"]'; }
+gcomp() { gjson '"%s %.2fx" % (s.get("compression") or "none", s.get("compression_ratio") or 1)'; }
+# Reconnects (a handshake the far side dropped) are counted, not hidden.
+greconn() { grep -c 'reconnecting' "$mnt/out" || true; }
 # The ssh handshake through a link: connection, key exchange, auth, a
 # command, exit (best of the rounds).
 handshake() { local h=() i; for i in $(seq "$rounds"); do h+=("$(secs $1 root@127.0.0.1 true)"); done; best "${h[@]}"; }
