@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +27,11 @@ it cleanly; a restart resumes from the stime. Without CAP_SYS_ADMIN or FID
 support it says so and crawls periodically instead.
 
 example:
-  georep run /srv/data backup@dr-site:/srv/data --state-dir /var/lib/georep`
+  georep run /srv/data backup@dr-site:/srv/data --state-dir /var/lib/georep
+  georep run -z --bwlimit 20M /srv/data backup@dr-site:/srv/data
+
+The transfer flags are sync's: compression automatic by default, -z,
+--compress-level N, --compress-choice zstd|none, --bandwidth-limit/--bwlimit.`
 
 func runRun(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
@@ -38,13 +43,18 @@ func runRun(ctx context.Context, args []string) error {
 	crawlEvery := fs.Duration("crawl-interval", 10*time.Second, "crawl period when the journal is unavailable")
 	statusEvery := fs.Duration("status-interval", 10*time.Second, "how often to log the lag (0 = never)")
 	queue := fs.Int("journal-queue-size", 0, "fanotify queue length (testing: a tiny queue forces overflows; 0 = kernel default)")
-	src, dst, err := parseSrcDst(fs, args, "run", runHelp)
+	var tf transferFlags
+	tf.register(fs)
+	src, dst, err := parseSrcDst(fs, tf.oldForm(args), "run", runHelp)
 	if err != nil {
 		return err
 	}
 	rules, err := f.rules()
 	if err != nil {
 		return err
+	}
+	if n := tf.note(); n != "" {
+		fmt.Fprintln(os.Stderr, n)
 	}
 	log := cli.Logger(os.Stderr, true, f.logFormat)
 	stateDir := state.Dir(cli.StateDir(f.stateDir))
@@ -56,12 +66,16 @@ func runRun(ctx context.Context, args []string) error {
 		Dir: dir, RolloverInterval: *rollover, ChangeInterval: *change, BatchSize: *batch, CrawlInterval: *crawlEvery, Logger: log,
 		JournalQueueSize: *queue,
 	}
+	if err := tf.apply(&cfg.Worker); err != nil {
+		return cli.Usagef("%v", err)
+	}
 	var last time.Time
 	report := func(s continuous.Status) {
 		if *statusEvery > 0 && time.Since(last) >= *statusEvery {
 			last = time.Now()
 			log.Info("status", "state", s.State, "crawl", s.Crawl, "lag_s", s.LagSeconds, "last_synced", s.LastSynced.Format(time.RFC3339),
-				"files", s.FilesSynced, "bytes", s.BytesSynced, "failures", s.Failures, "journal", s.JournalMode)
+				"files", s.FilesSynced, "bytes", s.BytesSynced, "failures", s.Failures, "journal", s.JournalMode,
+				"compression", s.Compression, "compression_ratio", s.CompressionRatio)
 		}
 	}
 	log.Info("replicating continuously", "source", src, "destination", dst.String(), "state", dir)

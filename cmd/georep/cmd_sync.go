@@ -30,7 +30,15 @@ anything could not be synced. DST is a local path or [user@]host:/path.
 
 example:
   georep sync /srv/data /backup/data
-  georep sync /srv/data backup@dr-site:/srv/data --ssh-command "ssh -p 2222"`
+  georep sync /srv/data backup@dr-site:/srv/data --ssh-command "ssh -p 2222"
+  georep sync -z --bwlimit 10M /srv/data backup@dr-site:/srv/data
+
+Compression is automatic by default: file data is zstd-compressed when the
+link is slower than the compressor, at the level that moves the most data,
+and sent as is when it does not shrink (random or compressed content),
+over loopback ssh, and to a local secondary. -z compresses over any remote
+link; --compress-level N fixes the level; --compress-choice none or
+--no-compress turns it off. The summary says what was chosen.`
 
 type syncFlags struct {
 	stateDir, sshCommand, remoteGeorep, logFormat  string
@@ -84,13 +92,16 @@ func runSync(ctx context.Context, args []string) error {
 	f.register(fs)
 	var tf transferFlags
 	tf.register(fs)
-	src, dst, err := parseSrcDst(fs, args, "sync", syncHelp)
+	src, dst, err := parseSrcDst(fs, tf.oldForm(args), "sync", syncHelp)
 	if err != nil {
 		return err
 	}
 	rules, err := f.rules()
 	if err != nil {
 		return err
+	}
+	if n := tf.note(); n != "" {
+		fmt.Fprintln(os.Stderr, n)
 	}
 	log := cli.Logger(os.Stderr, f.verbose, f.logFormat)
 	stateDir := state.Dir(cli.StateDir(f.stateDir))
@@ -157,9 +168,9 @@ func runSync(ctx context.Context, args []string) error {
 		enc.Encode(sum)
 	} else if runErr == nil {
 		st := sum.Stats
-		fmt.Printf("georep sync %s -> %s: %d entry ops (%d renames), %d files (%s) sent, %d metadata, %d failures, %s on the wire, %.2fs\n",
+		fmt.Printf("georep sync %s -> %s: %d entry ops (%d renames), %d files (%s) sent, %d metadata, %d failures, %s on the wire (compression %s, %.2fx), %.2fs\n",
 			src, dst, st.Entries, st.Renames, st.DataFiles, status.HumanBytes(st.DataBytes), st.Metadata, len(sum.Failures),
-			status.HumanBytes(st.BytesSent+st.BytesRecv), sum.Seconds)
+			status.HumanBytes(st.BytesSent+st.BytesRecv), st.Compression, st.CompressionRatio, sum.Seconds)
 		if st.FakeSuper {
 			fmt.Println("note: the secondary stored owners, groups and device files in user.georep.stat xattrs (fake-super); 'georep verify --fake-super' reads them")
 		}
@@ -297,6 +308,9 @@ func addStats(a, b worker.Stats) worker.Stats {
 	a.Creates += b.Creates
 	a.Deletes += b.Deletes
 	a.FakeSuper = b.FakeSuper
+	if b.Compression != "" {
+		a.Compression, a.CompressionRatio = b.Compression, b.CompressionRatio
+	}
 	return a
 }
 

@@ -109,7 +109,11 @@ type Status struct {
 	Applied             int64     `json:"applied"`
 	LastApplySeconds    float64   `json:"last_apply_seconds"`
 	LastApplyLagSeconds float64   `json:"last_apply_lag_seconds"`
-	Updated             time.Time `json:"updated"`
+	// Compression is what the data transfer's compression chose and why;
+	// CompressionRatio what it achieved (see worker.Stats).
+	Compression      string    `json:"compression,omitempty"`
+	CompressionRatio float64   `json:"compression_ratio,omitempty"`
+	Updated          time.Time `json:"updated"`
 }
 
 // ResyncRequest asks a running session to re-send part of the tree.
@@ -634,6 +638,7 @@ func (r *runner) executeClearing(ctx context.Context, sess *worker.Session, job 
 		s.FilesSynced = r.baseFiles + int64(after.DataFiles-before.DataFiles)
 		s.BytesSynced = r.baseBytes + after.DataBytes - before.DataBytes
 		s.EntriesSynced += int64(after.Entries - before.Entries)
+		s.Compression, s.CompressionRatio = after.Compression, after.CompressionRatio
 	})
 	failures := err != nil && worker.IsFailures(err)
 	r.mu.Lock()

@@ -301,14 +301,10 @@ func (rt *runtime) config(sess *session.Session) (continuous.Config, error) {
 	lf := rt.logFile
 	rt.mu.Unlock()
 	log := NewLogger(lf, eff.LogFormat, &rt.level).With("session", rt.name)
-	comp := eff.Compression
-	if comp == "none" {
-		comp = ""
-	}
 	cfg := continuous.Config{
 		Worker: worker.Config{Source: sess.Primary, Dest: dst, SSHCommand: eff.SSHCommand, RemoteGeorep: eff.RemoteGeorep,
 			Logger: log, SyncJobs: eff.SyncJobs, FakeSuper: eff.FakeSuper, NoXattrs: !eff.SyncXattrs, NoACLs: !eff.SyncACLs, Excludes: eff.Exclude, DeleteExcluded: eff.DeleteExcluded,
-			ExcludePaths: []string{rt.d.absState}, Stderr: lf, Compression: comp, BandwidthLimit: eff.BandwidthLimit},
+			ExcludePaths: []string{rt.d.absState}, Stderr: lf, Compression: eff.Compression, BandwidthLimit: eff.BandwidthLimit},
 		Dir:              rt.d.store.Dir(rt.name),
 		RolloverInterval: eff.RolloverInterval,
 		ChangeInterval:   eff.ChangeInterval,
@@ -343,6 +339,7 @@ func (rt *runtime) onStatus(st continuous.Status) {
 	r.FilesSynced, r.BytesSynced, r.EntriesSynced = st.FilesSynced, st.BytesSynced, st.EntriesSynced
 	r.Batches, r.Crawls, r.PendingChangelogs = st.Batches, st.Crawls, st.PendingChangelogs
 	r.Journal, r.JournalEvents, r.JournalOverflows = st.JournalMode, st.JournalEvents, st.JournalOverflows
+	r.Compression, r.CompressionRatio = st.Compression, st.CompressionRatio
 	if st.State == continuous.StateFaulty {
 		if st.LastError != "" && st.LastError != r.LastError {
 			r.LastError, r.LastErrorTime = st.LastError, status.TimePtr(now)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"sync"
 
@@ -390,23 +391,54 @@ type Compressed struct {
 	Inner Message
 	Level zstd.EncoderLevel // sender side; 0 = zstd.SpeedFastest
 	Raw   int               // encoded size of the inner body (set by Encode and Decode)
+	body  []byte            // pre-encoded (Compress)
 }
 
 func (*Compressed) Type() Type { return TCompressed }
 
 func (m *Compressed) Encode(e *Enc) {
-	raw := Encode(m.Inner)
-	m.Raw = len(raw)
-	e.Uvarint(uint64(m.Inner.Type()))
-	e.Uvarint(uint64(len(raw)))
-	at := len(e.B)
-	e.B = append(e.B, 1)
-	e.B = encoder(m.Level).EncodeAll(raw, e.B)
-	if len(e.B)-at-1 >= len(raw)-len(raw)/32 {
-		e.B = append(e.B[:at], 0)
-		e.B = append(e.B, raw...)
+	if m.body != nil {
+		e.B = append(e.B, m.body...)
+		return
 	}
+	raw := encodeBody(m.Inner)
+	m.Raw = len(raw)
+	e.B = appendCompressed(e.B, m.Inner.Type(), raw, m.Level)
 }
+
+func (m *Compressed) encodedBody() []byte { return m.body }
+
+// appendCompressed appends a Compressed body wrapping raw, an encoded
+// body of type t.
+func appendCompressed(b []byte, t Type, raw []byte, l zstd.EncoderLevel) []byte {
+	b = binary.AppendUvarint(b, uint64(t))
+	b = binary.AppendUvarint(b, uint64(len(raw)))
+	at := len(b)
+	b = append(b, 1)
+	b = encoder(l).EncodeAll(raw, b)
+	if len(b)-at-1 >= len(raw)-len(raw)/32 {
+		b = append(b[:at], 0)
+		b = append(b, raw...)
+	}
+	return b
+}
+
+// Compress wraps m compressed at level l, encoding it now: the result
+// holds its body (Send writes it without encoding again), and Wire is its
+// size. raw is m's encoded body (Body). A body zstd cannot shrink by 1/32
+// is stored.
+func Compress(m Message, raw []byte, l zstd.EncoderLevel) *Compressed {
+	b := appendCompressed(make([]byte, 0, len(raw)/2+64), m.Type(), raw, l)
+	return &Compressed{Inner: m, Level: l, Raw: len(raw), body: b}
+}
+
+// Wire is the size of a Compressed message's encoded body (0 unless it
+// was made by Compress).
+func (m *Compressed) Wire() int { return len(m.body) }
+
+// Body returns m's encoded body: the one it holds when pre-encoded (no
+// copy), else a fresh encoding.
+func Body(m Message) []byte { return encodeBody(m) }
 
 func (m *Compressed) Decode(d *Dec) {
 	t := d.Uvarint()
@@ -460,7 +492,9 @@ var (
 	dec      *zstd.Decoder
 )
 
-// encoder returns a shared encoder (EncodeAll is safe for concurrent use).
+// encoder returns a shared encoder. EncodeAll is safe for concurrent use
+// but runs on one of the encoder's states at a time: with one state the
+// senders would compress one after the other, so it has one per CPU.
 func encoder(l zstd.EncoderLevel) *zstd.Encoder {
 	if l == 0 {
 		l = zstd.SpeedFastest
@@ -470,7 +504,7 @@ func encoder(l zstd.EncoderLevel) *zstd.Encoder {
 	enc := encoders[l]
 	if enc == nil {
 		var err error
-		enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(l), zstd.WithEncoderConcurrency(1), zstd.WithEncoderCRC(false))
+		enc, err = zstd.NewWriter(nil, zstd.WithEncoderLevel(l), zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderCRC(false))
 		if err != nil {
 			panic(err) // only bad options fail
 		}
@@ -489,20 +523,4 @@ func decoder() *zstd.Decoder {
 		}
 	})
 	return dec
-}
-
-// ParseCompression reads a compression setting: "" or "none", "zstd"
-// (fastest level), or "zstd:N" with N from 1 (fastest) to 4 (best).
-func ParseCompression(s string) (on bool, level zstd.EncoderLevel, err error) {
-	switch s {
-	case "", "none", "off":
-		return false, 0, nil
-	case "zstd":
-		return true, zstd.SpeedFastest, nil
-	}
-	var n int
-	if _, err := fmt.Sscanf(s, "zstd:%d", &n); err == nil && n >= 1 && n <= 4 {
-		return true, zstd.EncoderLevel(n), nil
-	}
-	return false, 0, fmt.Errorf("compression %q: want none, zstd or zstd:1..4", s)
 }

@@ -121,7 +121,7 @@ func TestStoreRoundTrip(t *testing.T) {
 		t.Fatal(err)
 	}
 	if e.SyncJobs != 8 || !e.IgnoreDeletes || e.BandwidthLimit != 10<<20 || !reflect.DeepEqual(e.Exclude, []string{"tmp", "cache"}) ||
-		e.ChangeInterval != time.Second || !e.SyncXattrs || e.Compression != "none" || e.LogFormat != "text" {
+		e.ChangeInterval != time.Second || !e.SyncXattrs || e.Compression != "auto" || e.LogFormat != "text" {
 		t.Errorf("effective %+v", e)
 	}
 	cp := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)

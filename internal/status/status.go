@@ -73,6 +73,11 @@ type Report struct {
 	Journal           string `json:"journal"`
 	JournalEvents     uint64 `json:"journal_events"`
 	JournalOverflows  uint64 `json:"journal_overflows"`
+	// Compression is what the data transfer's compression chose for most
+	// of the data and why (e.g. "zstd:3 (link-bound)"); CompressionRatio
+	// the data's size over its size on the wire (1 = not compressed).
+	Compression      string  `json:"compression"`
+	CompressionRatio float64 `json:"compression_ratio"`
 	// Checkpoint: the set time, whether the stime passed it, and when the
 	// daemon noticed (null when it completed while no daemon watched).
 	CheckpointTime           *time.Time `json:"checkpoint_time"`
@@ -198,7 +203,7 @@ func WriteTable(w io.Writer, reports []Report, detail bool) error {
 	head := []string{"SESSION", "PRIMARY", "SECONDARY", "STATUS", "CRAWL STATUS", "LAST SYNCED", "LAG", "ENTRY", "DATA", "META", "FAILURES",
 		"REMAINING", "ETA"}
 	if detail {
-		head = append(head, "FILES SYNCED", "BYTES SYNCED", "ENTRIES REMAINING", "FILES REMAINING", "BYTES REMAINING", "RATE",
+		head = append(head, "FILES SYNCED", "BYTES SYNCED", "ENTRIES REMAINING", "FILES REMAINING", "BYTES REMAINING", "RATE", "COMPRESSION",
 			"CHECKPOINT TIME", "CHECKPOINT COMPLETED", "CHECKPOINT COMPLETION TIME", "LAST ERROR")
 	}
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
@@ -232,8 +237,12 @@ func WriteTable(w io.Writer, reports []Report, detail bool) error {
 			if Running(r.Status) && r.RateBytes > 0 {
 				rate = HumanBytes(int64(r.RateBytes)) + "/s"
 			}
+			comp := "N/A"
+			if r.Compression != "" {
+				comp = fmt.Sprintf("%s %.2fx", r.Compression, r.CompressionRatio)
+			}
 			row = append(row, fmt.Sprint(r.FilesSynced), HumanBytes(r.BytesSynced),
-				na(fmt.Sprint(r.RemainingEntries)), na(fmt.Sprint(r.RemainingFiles)), na(HumanBytes(r.RemainingBytes)), rate,
+				na(fmt.Sprint(r.RemainingEntries)), na(fmt.Sprint(r.RemainingFiles)), na(HumanBytes(r.RemainingBytes)), rate, comp,
 				FormatTime(r.CheckpointTime), completed,
 				FormatTime(r.CheckpointCompletionTime), lastErr)
 		}

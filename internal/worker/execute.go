@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/georep/georep/internal/compression"
 	"github.com/georep/georep/internal/fileid"
 	"github.com/georep/georep/internal/plan"
 	"github.com/georep/georep/internal/protocol"
@@ -37,9 +38,10 @@ const (
 
 	// Small files travel in PutFiles batches: many files per frame and one
 	// reply per batch, instead of a frame and a reply each.
-	batchFileMax  = 1 << 20 // larger files are streamed on their own
-	batchBytesMax = 4 << 20 // content bytes per batch
-	batchFilesMax = 2048    // files per batch
+	batchFileMax    = 1 << 20 // larger files are streamed on their own
+	batchBytesMax   = 4 << 20 // content bytes per batch
+	batchBytesFirst = 512 << 10
+	batchFilesMax   = 2048 // files per batch
 )
 
 // Execute applies a job: entry ops in order, then data, then metadata. It
@@ -312,8 +314,6 @@ type xfer struct {
 	// ETA can be taken from, whatever travelled (a delta, a batch).
 	settled  atomic.Int64
 	root     bool // euid 0: trusted.* xattrs travel
-	compress bool
-	level    zstd.EncoderLevel
 }
 
 // fileDone counts one file whose outcome is known.
@@ -337,6 +337,11 @@ type batch struct {
 	b      protocol.FilesBuilder
 	files  []batchFile
 	chunks protocol.ChunkBuilder // large files' content
+	// limit is the content bytes at which the batch goes out: it starts
+	// at batchBytesFirst and doubles up to batchBytesMax, so that the
+	// first bytes reach the link (and the secondary) early, while later
+	// batches are large (fewer replies, more context to compress).
+	limit int64
 }
 
 type batchFile struct {
@@ -346,7 +351,10 @@ type batchFile struct {
 }
 
 func (b *batch) full() bool {
-	return b.b.Len() >= batchFilesMax || b.b.Bytes() >= batchBytesMax
+	if b.limit == 0 {
+		b.limit = batchBytesFirst
+	}
+	return b.b.Len() >= batchFilesMax || b.b.Bytes() >= b.limit
 }
 
 // transferData sends the files' content; wait returns once all of it is
@@ -366,9 +374,7 @@ func (s *Session) transferData(ctx context.Context, job *Job) (wait func() error
 		return done, nil
 	}
 	x := &xfer{s: s, job: job, window: newByteWindow(inflightBytes), root: os.Geteuid() == 0}
-	if x.compress, x.level, err = protocol.ParseCompression(s.cfg.Compression); err != nil {
-		return nil, err
-	}
+	s.awaitLinkProbe(ctx)
 	startT := time.Now()
 	stopProgress := make(chan struct{})
 	if s.cfg.Progress != nil {
@@ -435,12 +441,21 @@ func (s *Session) transferData(ctx context.Context, job *Job) (wait func() error
 	}, nil
 }
 
-// send sends a data message, compressed when the session asks for it.
+// send sends a data message, compressed at the level the session's
+// compression controller chooses for it (compressed here, by the sender,
+// so that the senders compress in parallel and the controller times it).
 func (x *xfer) send(m protocol.Message, fn protocol.ReplyFunc) error {
-	if x.compress {
-		m = &protocol.Compressed{Inner: m, Level: x.level}
+	c := x.s.comp
+	raw := protocol.Body(m)
+	ch := c.Choose(raw)
+	if ch.Level == compression.Off {
+		c.Sent(ch, len(raw))
+		return x.s.conn.Send(m, fn)
 	}
-	return x.s.conn.Send(m, fn)
+	t0 := time.Now()
+	z := protocol.Compress(m, raw, zstd.EncoderLevel(ch.Level))
+	c.Observe(ch, len(raw), z.Wire(), time.Since(t0))
+	return x.s.conn.Send(z, fn)
 }
 
 // sendBatch sends the batch (if any), flushes, and empties it; the reply
@@ -486,6 +501,7 @@ func (x *xfer) sendBatch(b *batch) error {
 		return true
 	})
 	b.b.Reset() // Send encoded the message: the buffer is free again
+	b.limit = min(2*max(b.limit, batchBytesFirst), batchBytesMax)
 	if err != nil {
 		return err // the callback saw the error
 	}

@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/georep/georep/internal/compression"
 	"github.com/georep/georep/internal/fileid"
 	"github.com/georep/georep/internal/filter"
 	"github.com/georep/georep/internal/protocol"
@@ -63,8 +64,10 @@ type Config struct {
 	Progress func(Progress)
 	// Stderr receives the remote agent's stderr.
 	Stderr io.Writer
-	// Compression of file data on the wire: "none" (or ""), "zstd" (the
-	// fastest level) or "zstd:1".."zstd:4".
+	// Compression of file data on the wire, as compression.Parse reads
+	// it: "auto" (or "", the default: on when it pays, at the level the
+	// link calls for; never for a local secondary), "none", "zstd"
+	// (always, level chosen by the link) or "zstd:1".."zstd:4" (fixed).
 	Compression string
 	// BandwidthLimit caps the bytes per second written to the secondary
 	// (0 = no limit).
@@ -104,6 +107,14 @@ type Session struct {
 	// committed: the secondary acknowledged a StimeSet in this session.
 	committed bool
 
+	// comp chooses the compression of each data message; meter measures
+	// the stream to the secondary for it.
+	comp  *compression.Controller
+	meter *compression.Meter
+	// firstProbe is closed once the first probe of the link is answered
+	// (or probeWait passed); nil for a local secondary.
+	firstProbe chan struct{}
+
 	stats   Stats
 	statsMu sync.Mutex
 	stream  uint64
@@ -112,19 +123,24 @@ type Session struct {
 
 // Stats counts what a session did.
 type Stats struct {
-	Entries     int       `json:"entries"`
-	DataFiles   int       `json:"data_files"`
-	DataBytes   int64     `json:"data_bytes"`
-	DeltaFiles  int       `json:"delta_files"`
-	Metadata    int       `json:"metadata"`
-	Failures    int       `json:"failures"`
-	BytesSent   int64     `json:"bytes_sent"`
-	BytesRecv   int64     `json:"bytes_received"`
-	Renames     int       `json:"renames"`
-	Creates     int       `json:"creates"`
-	Deletes     int       `json:"deletes"`
-	FakeSuper   bool      `json:"fake_super"`
-	FailureList []Failure `json:"failure_list,omitempty"`
+	Entries    int   `json:"entries"`
+	DataFiles  int   `json:"data_files"`
+	DataBytes  int64 `json:"data_bytes"`
+	DeltaFiles int   `json:"delta_files"`
+	Metadata   int   `json:"metadata"`
+	Failures   int   `json:"failures"`
+	BytesSent  int64 `json:"bytes_sent"`
+	BytesRecv  int64 `json:"bytes_received"`
+	Renames    int   `json:"renames"`
+	Creates    int   `json:"creates"`
+	Deletes    int   `json:"deletes"`
+	FakeSuper  bool  `json:"fake_super"`
+	// Compression is what the compression controller chose for most of
+	// the data and why, e.g. "zstd:3 (link-bound)"; CompressionRatio the
+	// data's size over its size on the wire (1 = not compressed).
+	Compression      string    `json:"compression"`
+	CompressionRatio float64   `json:"compression_ratio"`
+	FailureList      []Failure `json:"failure_list,omitempty"`
 }
 
 // Failure is one thing that could not be synced.
@@ -184,7 +200,23 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open source %s: %w", src, err)
 	}
+	setting, err := compression.Parse(cfg.Compression)
+	if err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
 	s := &Session{cfg: cfg, log: log, srcFD: fd, filter: flt}
+	link := compression.Remote
+	if cfg.Dest.Host == "" {
+		link = compression.Local
+	}
+	s.meter = &compression.Meter{}
+	s.comp = compression.NewController(setting, link, cfg.SyncJobs, s.meter)
+	s.comp.OnChange = func(ch compression.Choice, in compression.Inputs) {
+		log.Debug("compression", "level", ch.Level.String(), "why", ch.Reason.String(), "wire_MBps", in.WireRate/1e6, "busy", in.WireBusy,
+			"est", fmt.Sprintf("%.0f/%.3f %.0f/%.3f %.0f/%.3f %.0f/%.3f", in.Levels[1].Rate/1e6, in.Levels[1].Ratio, in.Levels[2].Rate/1e6, in.Levels[2].Ratio,
+				in.Levels[3].Rate/1e6, in.Levels[3].Ratio, in.Levels[4].Rate/1e6, in.Levels[4].Ratio))
+	}
 	if s.fsid, err = fileid.FSIDOf(fd); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -212,7 +244,7 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 		s.Close()
 		return nil, err
 	}
-	s.conn = protocol.NewConn(s.rwc)
+	s.conn = protocol.NewConn(compression.Metered(s.rwc, s.meter))
 	hctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	var listFirst func() error
@@ -251,6 +283,10 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 	log.Debug("connected", "took", time.Since(dialStart).Round(time.Millisecond), "new_root", h.NewRoot)
 	s.stats.FakeSuper = h.FakeSuper
 	go s.conn.Keepalive(ctx, 5*time.Second, 30*time.Second)
+	if cfg.Dest.Host != "" {
+		s.firstProbe = make(chan struct{})
+		go s.probeLink(ctx)
+	}
 	return s, nil
 }
 
@@ -298,6 +334,10 @@ func (s *Session) Stats() Stats {
 	if s.conn != nil {
 		st.BytesSent = s.conn.BytesSent()
 		st.BytesRecv = s.conn.BytesReceived()
+	}
+	if s.comp != nil {
+		sum := s.comp.Summary()
+		st.Compression, st.CompressionRatio = sum.Choice.Level.String()+" ("+sum.Choice.Reason.String()+")", sum.Ratio
 	}
 	return st
 }
