@@ -143,7 +143,7 @@ func TestFakeSuperKeepsSecurityAndTrusted(t *testing.T) {
 func TestNonRootSecondaryKeepsSecurityXattrs(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{User: testUser})
+	sshd := testutil.StartSSHD(t, testutil.SSHDOptions{User: testutil.TestUserName()})
 	p, s, st := userTree(t)
 	chownUser(t, s)
 	f := filepath.Join(p, "f")
