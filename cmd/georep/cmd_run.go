@@ -10,6 +10,7 @@ import (
 
 	"github.com/georep/georep/internal/cli"
 	"github.com/georep/georep/internal/continuous"
+	"github.com/georep/georep/internal/journal/service"
 	"github.com/georep/georep/internal/state"
 	"github.com/georep/georep/internal/worker"
 )
@@ -38,9 +39,13 @@ func runRun(ctx context.Context, args []string) error {
 	crawlEvery := fs.Duration("crawl-interval", 10*time.Second, "crawl period when the journal is unavailable")
 	statusEvery := fs.Duration("status-interval", 10*time.Second, "how often to log the lag (0 = never)")
 	queue := fs.Int("journal-queue-size", 0, "fanotify queue length (testing: a tiny queue forces overflows; 0 = kernel default)")
+	journalMode := fs.String("journal", "auto", "changelogs from: process (the journal process, started if none runs), inline (a journal of its own) or auto (process if one runs, else inline)")
 	src, dst, err := parseSrcDst(fs, args, "run", runHelp)
 	if err != nil {
 		return err
+	}
+	if *journalMode != "auto" && *journalMode != "process" && *journalMode != "inline" {
+		return cli.Usagef("--journal must be auto, process or inline")
 	}
 	log := cli.Logger(os.Stderr, true, f.logFormat)
 	stateDir := state.Dir(cli.StateDir(f.stateDir))
@@ -50,6 +55,20 @@ func runRun(ctx context.Context, args []string) error {
 			SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, Excludes: f.excludes},
 		Dir: dir, RolloverInterval: *rollover, ChangeInterval: *change, BatchSize: *batch, CrawlInterval: *crawlEvery, Logger: log,
 		JournalQueueSize: *queue,
+	}
+	absState, err := filepath.Abs(string(stateDir))
+	if err != nil {
+		return err
+	}
+	ext := &continuous.ExternalJournal{Dir: filepath.Join(absState, "journal"), Consumer: "run-" + filepath.Base(dir)}
+	switch *journalMode {
+	case "process":
+		ext.Start = func(ctx context.Context) error { return spawnJournal(ctx, absState) }
+		cfg.Journal = ext
+	case "auto":
+		if _, err := (service.Client{Dir: ext.Dir}).Status(ctx); err == nil {
+			cfg.Journal = ext
+		}
 	}
 	var last time.Time
 	report := func(s continuous.Status) {

@@ -60,8 +60,6 @@ var families = []family{
 		func(r *status.Report) float64 { return float64(r.JournalEvents) }},
 	{"georep_journal_overflows_total", "counter", "Change journal queue overflows (each costs a crawl) since the worker started.",
 		func(r *status.Report) float64 { return float64(r.JournalOverflows) }},
-	{"georep_crawls_total", "counter", "Crawls of the primary tree since the worker started.",
-		func(r *status.Report) float64 { return float64(r.Crawls) }},
 	{"georep_last_synced_timestamp_seconds", "gauge", "The stime: the secondary holds everything the primary had at this Unix time (0 = never synced).",
 		func(r *status.Report) float64 { return float64(r.StimeNS) / 1e9 }},
 	{"georep_checkpoint_completed", "gauge", "1 once the stime passed the set checkpoint, 0 before or when none is set.",
@@ -90,6 +88,13 @@ func Write(w io.Writer, reports []status.Report) error {
 		for i := range reports {
 			r := &reports[i]
 			bw.WriteString(f.name + `{session="` + escapeLabel(r.Session) + `"} ` + formatFloat(f.value(r)) + "\n")
+		}
+	}
+	header("georep_crawls_total", "counter", "Crawls of the primary tree since the worker started, by reason.")
+	for i := range reports {
+		r := &reports[i]
+		for _, reason := range status.CrawlReasonList {
+			bw.WriteString(`georep_crawls_total{session="` + escapeLabel(r.Session) + `",reason="` + escapeLabel(reason) + `"} ` + formatFloat(float64(r.CrawlReasons[reason])) + "\n")
 		}
 	}
 	header("georep_worker_state", "gauge", "1 for the session's current worker state, 0 for the others.")

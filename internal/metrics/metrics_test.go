@@ -16,7 +16,7 @@ func TestWriteParses(t *testing.T) {
 	cp := time.Unix(1699999999, 0)
 	reports := []status.Report{
 		{Session: "backup", Status: status.Active, LagSeconds: 1.5, Entry: 3, Data: 2, Meta: 1, FilesSynced: 10, BytesSynced: 4096,
-			Failures: 1, JournalEvents: 100, JournalOverflows: 1, Crawls: 2, StimeNS: synced.UnixNano(), LastSynced: &synced,
+			Failures: 1, JournalEvents: 100, JournalOverflows: 1, Crawls: 2, CrawlReasons: map[string]int64{status.CrawlFirstSync: 1, status.CrawlOverflow: 1}, StimeNS: synced.UnixNano(), LastSynced: &synced,
 			CheckpointTime: &cp, CheckpointCompleted: true},
 		{Session: `we"ird\name`, Status: status.Faulty},
 	}
@@ -29,22 +29,24 @@ func TestWriteParses(t *testing.T) {
 		t.Fatalf("%v\n%s", err, b.String())
 	}
 	want := map[string]float64{
-		`georep_lag_seconds{session="backup"}`:                        1.5,
-		`georep_pending_entries{session="backup"}`:                    3,
-		`georep_pending_data{session="backup"}`:                       2,
-		`georep_pending_meta{session="backup"}`:                       1,
-		`georep_synced_files_total{session="backup"}`:                 10,
-		`georep_synced_bytes_total{session="backup"}`:                 4096,
-		`georep_failures{session="backup"}`:                           1,
-		`georep_journal_events_total{session="backup"}`:               100,
-		`georep_journal_overflows_total{session="backup"}`:            1,
-		`georep_crawls_total{session="backup"}`:                       2,
-		`georep_last_synced_timestamp_seconds{session="backup"}`:      1700000000.5,
-		`georep_checkpoint_completed{session="backup"}`:               1,
-		`georep_worker_state{session="backup",state="Active"}`:        1,
-		`georep_worker_state{session="backup",state="Faulty"}`:        0,
-		`georep_worker_state{session="we\"ird\\name",state="Faulty"}`: 1,
-		`georep_checkpoint_completed{session="we\"ird\\name"}`:        0,
+		`georep_lag_seconds{session="backup"}`:                          1.5,
+		`georep_pending_entries{session="backup"}`:                      3,
+		`georep_pending_data{session="backup"}`:                         2,
+		`georep_pending_meta{session="backup"}`:                         1,
+		`georep_synced_files_total{session="backup"}`:                   10,
+		`georep_synced_bytes_total{session="backup"}`:                   4096,
+		`georep_failures{session="backup"}`:                             1,
+		`georep_journal_events_total{session="backup"}`:                 100,
+		`georep_journal_overflows_total{session="backup"}`:              1,
+		`georep_crawls_total{reason="first sync",session="backup"}`:     1,
+		`georep_crawls_total{reason="queue overflow",session="backup"}`: 1,
+		`georep_crawls_total{reason="resync",session="backup"}`:         0,
+		`georep_last_synced_timestamp_seconds{session="backup"}`:        1700000000.5,
+		`georep_checkpoint_completed{session="backup"}`:                 1,
+		`georep_worker_state{session="backup",state="Active"}`:          1,
+		`georep_worker_state{session="backup",state="Faulty"}`:          0,
+		`georep_worker_state{session="we\"ird\\name",state="Faulty"}`:   1,
+		`georep_checkpoint_completed{session="we\"ird\\name"}`:          0,
 		`georep_sessions`: 2,
 	}
 	for k, v := range want {
@@ -55,7 +57,7 @@ func TestWriteParses(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, s.Value, v)
 		}
 	}
-	if len(got) != 1+2*len(families)+2*len(States) {
+	if len(got) != 1+2*len(families)+2*len(States)+2*len(status.CrawlReasonList) {
 		t.Errorf("%d samples", len(got))
 	}
 }
