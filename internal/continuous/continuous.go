@@ -94,30 +94,30 @@ const (
 
 // Status is a snapshot of a running session.
 type Status struct {
-	State             string    `json:"state"`
-	Crawl             string    `json:"crawl_status"`
-	Stime             int64     `json:"stime_ns"`
-	LastSynced        time.Time `json:"last_synced"`
-	LagSeconds        float64   `json:"lag_seconds"`
-	PendingEntry      int       `json:"pending_entry"`
-	PendingData       int       `json:"pending_data"`
-	PendingMeta       int       `json:"pending_meta"`
-	Failures          int       `json:"failures"`
-	FilesSynced       int64     `json:"files_synced"`
-	BytesSynced       int64     `json:"bytes_synced"`
-	EntriesSynced     int64     `json:"entries_synced"`
-	Batches           int64     `json:"batches"`
-	Crawls            int64     `json:"crawls"`
-	LastError         string    `json:"last_error,omitempty"`
-	JournalMode       string    `json:"journal"` // "journal process", "fanotify" (in process) or "periodic crawl"
-	JournalDir        string    `json:"journal_dir,omitempty"`
-	JournalSince      time.Time `json:"journal_since"`     // the journal covers the tree without a gap since
-	LastCrawlReason   string    `json:"last_crawl_reason"` // why the last crawl happened
+	State             string           `json:"state"`
+	Crawl             string           `json:"crawl_status"`
+	Stime             int64            `json:"stime_ns"`
+	LastSynced        time.Time        `json:"last_synced"`
+	LagSeconds        float64          `json:"lag_seconds"`
+	PendingEntry      int              `json:"pending_entry"`
+	PendingData       int              `json:"pending_data"`
+	PendingMeta       int              `json:"pending_meta"`
+	Failures          int              `json:"failures"`
+	FilesSynced       int64            `json:"files_synced"`
+	BytesSynced       int64            `json:"bytes_synced"`
+	EntriesSynced     int64            `json:"entries_synced"`
+	Batches           int64            `json:"batches"`
+	Crawls            int64            `json:"crawls"`
+	LastError         string           `json:"last_error,omitempty"`
+	JournalMode       string           `json:"journal"` // "journal process", "fanotify" (in process) or "periodic crawl"
+	JournalDir        string           `json:"journal_dir,omitempty"`
+	JournalSince      time.Time        `json:"journal_since"`     // the journal covers the tree without a gap since
+	LastCrawlReason   string           `json:"last_crawl_reason"` // why the last crawl happened
 	CrawlReasons      map[string]int64 `json:"crawl_reasons,omitempty"`
-	JournalEvents     uint64    `json:"journal_events"`
-	JournalOverflows  uint64    `json:"journal_overflows"`
-	PendingChangelogs int       `json:"pending_changelogs"`
-	Updated           time.Time `json:"updated"`
+	JournalEvents     uint64           `json:"journal_events"`
+	JournalOverflows  uint64           `json:"journal_overflows"`
+	PendingChangelogs int              `json:"pending_changelogs"`
+	Updated           time.Time        `json:"updated"`
 }
 
 // ResyncRequest asks a running session to re-send part of the tree.
