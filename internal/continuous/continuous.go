@@ -539,6 +539,7 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 // plan turns a batch's records into a job, or crawls since the stime when
 // they cannot cover it (a gap, an entry whose parent the secondary lacks).
 func (r *runner) plan(ctx context.Context, sess *worker.Session, recs []changelog.Record) (*worker.Job, bool, error) {
+	recs = DropCoveredGaps(recs, r.st.Stime)
 	job, err := sess.BatchJob(ctx, recs)
 	if !errors.Is(err, worker.ErrNeedCrawl) {
 		return job, false, err

@@ -66,3 +66,27 @@ func (s *Status) countCrawl(reason string) {
 	}
 	s.CrawlReasons[reason]++
 }
+
+// DropCoveredGaps removes the gap records that end at or before stime: the
+// secondary holds everything the primary had at stime, so what the journal
+// missed before then is already there (the gap of a journal's first start,
+// read after the first sync's crawl). The rest are kept in order; recs is
+// not modified.
+func DropCoveredGaps(recs []changelog.Record, stime int64) []changelog.Record {
+	n := 0
+	for i := range recs {
+		if recs[i].Type == changelog.Gap && recs[i].To <= stime {
+			n++
+		}
+	}
+	if n == 0 {
+		return recs
+	}
+	out := make([]changelog.Record, 0, len(recs)-n)
+	for _, r := range recs {
+		if r.Type != changelog.Gap || r.To > stime {
+			out = append(out, r)
+		}
+	}
+	return out
+}

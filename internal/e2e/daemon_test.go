@@ -63,6 +63,7 @@ func dmStartDaemon(t *testing.T, bin, state string, extra ...string) *dmDaemon {
 		t.Fatal(err)
 	}
 	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() { jrStopJournal(t, state) }) // after the daemon's stop: it leaves its journal running
 	t.Cleanup(func() {
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
