@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,10 @@ import (
 // at a worker's start and, while sessions run, when it died (a kill -9:
 // the new one records the gap and the workers crawl it) — and drops the
 // consumers of deleted sessions.
+
+// runConsumerPrefix starts the consumer names of `georep run` (not the
+// daemon's sessions: never pruned by it).
+const runConsumerPrefix = "run-"
 
 // journalCheckInterval is how often the daemon makes sure the journal
 // process answers while workers run.
@@ -83,7 +88,7 @@ func (jl *journalLink) watch(ctx context.Context) {
 		}
 		for _, r := range st.Roots {
 			for _, c := range r.Consumers {
-				if !known[c] {
+				if !known[c] && !strings.HasPrefix(c, runConsumerPrefix) {
 					jl.d.log.Info("dropping the journal consumer of a deleted session", "session", c, "root", r.Path)
 					if err := jl.client.Unregister(ctx, c, r.Path); err != nil {
 						jl.d.log.Warn("journal unregister", "session", c, "err", err)
