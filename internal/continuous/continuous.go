@@ -157,9 +157,10 @@ type runner struct {
 
 // extJournal is the journal process a runner reads.
 type extJournal struct {
-	cfg    ExternalJournal
-	rootID string
-	notify <-chan struct{}
+	cfg        ExternalJournal
+	rootID     string
+	notify     <-chan struct{}
+	countersAt time.Time // last journalCounters refresh
 }
 
 func (r *runner) update(fn func(*Status)) {

@@ -75,6 +75,30 @@ func watchDir(ctx context.Context, dir string) (<-chan struct{}, error) {
 	return ch, nil
 }
 
+// journalCountersEvery is how often the worker asks the journal process
+// for its counters (status and metrics only).
+const journalCountersEvery = 5 * time.Second
+
+// journalCounters refreshes the journal's event and overflow counters in
+// the status, at most every journalCountersEvery.
+func (r *runner) journalCounters(ctx context.Context) {
+	ext := r.ext
+	if time.Since(ext.countersAt) < journalCountersEvery {
+		return
+	}
+	ext.countersAt = time.Now()
+	st, err := service.Client{Dir: ext.cfg.Dir}.Status(ctx)
+	if err != nil {
+		r.log.Debug("journal process status", "err", err)
+		return
+	}
+	for _, rs := range st.Roots {
+		if rs.Dir == r.clDir {
+			r.update(func(s *Status) { s.JournalEvents, s.JournalOverflows = rs.Events, rs.Overflows })
+		}
+	}
+}
+
 // extBatch takes the changelogs of the journal process after this
 // session's position, applies them (crawling for a gap), advances the
 // stime and then the position. It reports whether more are waiting.
@@ -96,6 +120,7 @@ func (r *runner) extBatch(ctx context.Context, sess *worker.Session) (bool, erro
 		have = false
 	}
 	sel := service.Select(pos, have, ext.rootID, st, files)
+	r.journalCounters(ctx)
 	r.update(func(s *Status) {
 		s.PendingChangelogs = len(sel.Take)
 		if st.Since > 0 {

@@ -10,7 +10,9 @@ import (
 )
 
 func TestCrawlReason(t *testing.T) {
-	gap := func(reason string) changelog.Record { return changelog.Record{Type: changelog.Gap, From: 1, To: 2, Reason: reason} }
+	gap := func(reason string) changelog.Record {
+		return changelog.Record{Type: changelog.Gap, From: 1, To: 2, Reason: reason}
+	}
 	entry := changelog.Record{Type: changelog.Entry, Op: changelog.OpCreate, ID: "x", Parent: "y", Name: "n"}
 	for _, c := range []struct {
 		name  string
@@ -45,7 +47,9 @@ func TestCrawlReason(t *testing.T) {
 }
 
 func TestDropCoveredGaps(t *testing.T) {
-	g := func(to int64) changelog.Record { return changelog.Record{Type: changelog.Gap, From: 0, To: to, Reason: journal.ReasonFirstStart} }
+	g := func(to int64) changelog.Record {
+		return changelog.Record{Type: changelog.Gap, From: 0, To: to, Reason: journal.ReasonFirstStart}
+	}
 	e := changelog.Record{Type: changelog.Data, ID: "x"}
 	recs := []changelog.Record{g(10), e, g(20), g(30)}
 	got := DropCoveredGaps(recs, 20)

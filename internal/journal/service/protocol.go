@@ -40,6 +40,10 @@ type RootStatus struct {
 	LastSeq      uint64    `json:"last_seq"`
 	Changelogs   int       `json:"changelogs"`
 	Bytes        int64     `json:"bytes"`
+	// Events and Overflows are its group's (filesystem's) counters since
+	// the journal process started.
+	Events    uint64 `json:"events"`
+	Overflows uint64 `json:"overflows"`
 }
 
 // GroupStatus describes one fanotify group (one filesystem).

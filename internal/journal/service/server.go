@@ -478,6 +478,8 @@ func (s *server) rootStatus(p string) RootStatus {
 			if info := g.j.Roots(); i < len(info) {
 				rs.CoveredSince, rs.Vouched, rs.LastSeq = info[i].Since, info[i].Vouched, info[i].LastSeq
 			}
+			js := g.j.Stats()
+			rs.Events, rs.Overflows = js.Events, js.Overflows
 		}
 	} else if rs.Error == "" {
 		rs.Error = "not journaled"
