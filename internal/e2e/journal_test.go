@@ -50,6 +50,23 @@ func jrJournalPID(state string) int {
 	return pid
 }
 
+func jrCopy(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err == nil {
+		err = os.MkdirAll(filepath.Dir(to), 0o755)
+	}
+	if err == nil {
+		err = os.WriteFile(to+".tmp", b, 0o755)
+	}
+	if err == nil {
+		err = os.Rename(to+".tmp", to) // as a package upgrade does: a new inode
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func jrAlive(pid int) bool { return pid > 0 && syscall.Kill(pid, 0) == nil }
 
 // jrStopJournal ends the journal process of state (tests' cleanup: the
@@ -71,6 +88,7 @@ func jrStopJournal(t *testing.T, state string) {
 
 type jrEnv struct {
 	bin, p, s, state string
+	installed        string // the journal's binary when the test started it
 	d                *dmDaemon
 	n                int
 }
@@ -80,7 +98,11 @@ const (
 	jrParts   = 3 // churns per setup
 )
 
-func jrSetup(t *testing.T, files int) *jrEnv {
+// jrSetup populates, starts the daemon and the session, and waits for the
+// initial sync. With installed, the journal process is started first (as
+// systemd does) from a copy of the binary at <dir>/bin/georep, which a test
+// may replace to upgrade it.
+func jrSetup(t *testing.T, files int, installed bool) *jrEnv {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
 	var dir string
@@ -99,6 +121,29 @@ func jrSetup(t *testing.T, files int) *jrEnv {
 	t.Logf("populated %d files in %s", files, time.Since(start).Round(time.Millisecond))
 	os.MkdirAll(e.s, 0o755)
 	t.Cleanup(func() { jrStopJournal(t, e.state) })
+	if installed {
+		e.installed = filepath.Join(dir, "bin", "georep")
+		jrCopy(t, bin, e.installed)
+		os.MkdirAll(filepath.Join(e.state, "journal"), 0o700)
+		lf, err := os.Create(filepath.Join(e.state, "journal", "journal.log"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(e.installed, "journal", "--state-dir", e.state)
+		cmd.Stdout, cmd.Stderr = lf, lf
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lf.Close()
+		go cmd.Wait()
+		for deadline := time.Now().Add(20 * time.Second); !jrAlive(jrJournalPID(e.state)); {
+			if time.Now().After(deadline) {
+				t.Fatal("the installed journal process did not start")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	e.d = dmStartDaemon(t, bin, e.state)
 	dmMust(t, bin, e.state, "session", "create", jrSession, e.p, e.s)
 	start = time.Now()
@@ -218,7 +263,7 @@ func jrFiles() int {
 // restart on the secondary within 2 s, and the trees converge.
 func TestJournalOutlivesDaemon(t *testing.T) {
 	files := jrFiles()
-	e := jrSetup(t, files)
+	e := jrSetup(t, files, false)
 	journalPID := jrJournalPID(e.state)
 
 	for i, c := range []struct {
@@ -260,7 +305,7 @@ func TestJournalOutlivesDaemon(t *testing.T) {
 // a new one, its gap is crawled (reason "journal not running"), and nothing
 // is lost.
 func TestJournalHandoffAndKill(t *testing.T) {
-	e := jrSetup(t, 20000)
+	e := jrSetup(t, 20000, true)
 	// Let the first worker's status settle: a restart of the worker resets
 	// the counters, so start from a worker without crawls.
 	dmMust(t, e.bin, e.state, "config", jrSession, "sync-jobs", "3")
@@ -271,6 +316,10 @@ func TestJournalHandoffAndKill(t *testing.T) {
 	churn := e.churn(t, 0, "1")
 	time.Sleep(400 * time.Millisecond)
 	e.stillChurning(t, churn, "journal hand-off")
+	jrCopy(t, e.bin, e.installed) // the upgrade: a new binary on disk
+	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); !strings.HasSuffix(exe, "(deleted)") {
+		t.Fatalf("the journal runs %q, not the replaced binary", exe)
+	}
 	dmMust(t, e.bin, e.state, "journal", "reexec", "--state-dir", e.state)
 	deadline := time.Now().Add(20 * time.Second)
 	var st *service.ServerStatus
@@ -289,6 +338,9 @@ func TestJournalHandoffAndKill(t *testing.T) {
 	}
 	r = e.converge(t, "journal hand-off")
 	e.noCrawl(t, "journal hand-off", r)
+	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); exe != e.installed {
+		t.Errorf("after reexec the journal runs %q, want the new %s", exe, e.installed)
+	}
 	if log, _ := os.ReadFile(filepath.Join(e.state, "journal", "journal.log")); !strings.Contains(string(log), "took over groups") {
 		t.Errorf("the new journal process did not take the group over:\n%s", tail(string(log), 2000))
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,6 +27,10 @@ import (
 // InheritEnv names the environment variable through which a journal
 // process hands its fanotify groups to the binary it exec(2)s.
 const InheritEnv = "GEOREP_JOURNAL_INHERIT"
+
+// lockEnv carries the descriptor of the held journal.lock across the exec,
+// so that no other journal process can take the lock during the switch.
+const lockEnv = "GEOREP_JOURNAL_LOCK_FD"
 
 // DefaultMaxBytes is the default size limit of one root's changelogs.
 const DefaultMaxBytes = 2 << 30
@@ -73,6 +78,33 @@ type server struct {
 
 	failed chan *group
 	reexec chan chan error
+	lock   *os.File // journal.lock, flocked
+}
+
+// takeLock locks journal.lock, or takes over the lock a predecessor held
+// across its exec.
+func takeLock(dir string) (*os.File, error) {
+	if v := os.Getenv(lockEnv); v != "" {
+		os.Unsetenv(lockEnv)
+		if fd, err := strconv.Atoi(v); err == nil {
+			f := os.NewFile(uintptr(fd), filepath.Join(dir, "journal.lock"))
+			// Still ours (flock belongs to the open file): confirm it.
+			if f != nil && unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB) == nil {
+				unix.CloseOnExec(fd)
+				return f, nil
+			}
+		}
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, "journal.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("journal lock: %w", err)
+	}
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		lock.Close()
+		pid, _ := os.ReadFile(pidPath(dir))
+		return nil, fmt.Errorf("%w on %s (pid %s)", ErrAlreadyRunning, dir, strings.TrimSpace(string(pid)))
+	}
+	return lock, nil
 }
 
 type group struct {
@@ -113,20 +145,16 @@ func Run(ctx context.Context, opts Options) error {
 	if err := os.MkdirAll(filepath.Join(dir, "roots"), 0o700); err != nil {
 		return fmt.Errorf("journal dir: %w", err)
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, "journal.lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	lock, err := takeLock(dir)
 	if err != nil {
-		return fmt.Errorf("journal lock: %w", err)
+		return err
 	}
 	defer lock.Close()
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		pid, _ := os.ReadFile(pidPath(dir))
-		return fmt.Errorf("%w on %s (pid %s)", ErrAlreadyRunning, dir, string(pid))
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		return fmt.Errorf("journal: own binary: %w", err)
 	}
-	s := &server{opts: opts, log: opts.Logger, ctx: ctx, started: time.Now(), exe: exe,
+	s := &server{opts: opts, log: opts.Logger, ctx: ctx, started: time.Now(), exe: exe, lock: lock,
 		fsOf: map[string]string{}, groups: map[string]*group{}, rootErr: map[string]string{},
 		failed: make(chan *group, 16), reexec: make(chan chan error)}
 	if err := state.ReadJSON(s.regPath(), &s.reg); err != nil && !errors.Is(err, os.ErrNotExist) {
@@ -564,12 +592,18 @@ func (s *server) doReexec(ln *net.UnixListener) error {
 			return fmt.Errorf("inherit descriptor %d: %w", in.FD, err)
 		}
 	}
+	lockFD := int(s.lock.Fd())
+	if _, err := unix.FcntlInt(uintptr(lockFD), unix.F_SETFD, 0); err != nil {
+		restart()
+		return fmt.Errorf("inherit the lock: %w", err)
+	}
 	if ln != nil {
 		ln.Close()
 	}
-	env := append(os.Environ(), InheritEnv+"="+string(b))
+	env := append(os.Environ(), InheritEnv+"="+string(b), lockEnv+"="+strconv.Itoa(lockFD))
 	s.log.Info("journal: exec", "binary", s.exe, "groups", len(list))
 	err = syscall.Exec(s.exe, s.opts.Args, env)
+	unix.CloseOnExec(lockFD)
 	restart()
 	return fmt.Errorf("exec %s: %w", s.exe, err)
 }
