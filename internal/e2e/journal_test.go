@@ -370,3 +370,39 @@ func TestJournalHandoffAndKill(t *testing.T) {
 	}
 	t.Logf("kill -9 of the journal: gap crawled (%v), converged", r.CrawlReasons)
 }
+
+// TestRunJournalProcessKillRestart: `georep run --journal process` reads the
+// journal process's changelogs, so kill -9 of it during a churn, changes
+// while it is down, and a restart converge without a crawl (the inline
+// journal crawls the gap: TestRunKillRestart).
+func TestRunJournalProcessKillRestart(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.GeorepBin(t)
+	dir := workdir(t)
+	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
+	testutil.Workload(t, "populate", p, "--files", "5000", "--dirs", "60")
+	t.Cleanup(func() { jrStopJournal(t, st) })
+	r := startRun(t, bin, nil, p, s, "--state-dir", st, "--journal", "process")
+	waitConverged(t, r, p, s, 120*time.Second)
+	if !strings.Contains(r.Logs(), "reading the journal process") || !strings.Contains(r.Logs(), "msg=crawling") || !jrAlive(jrJournalPID(st)) {
+		t.Fatalf("georep run did not use a journal process (and crawl for its first sync):\n%s", tail(r.Logs(), 2000))
+	}
+	churn := exec.Command("python3", filepath.Join(testutil.SharedDir(t), "bench", "workload.py"), "churn", p, "--scale", "0.5")
+	if err := churn.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	r.cmd.Process.Kill()
+	<-r.done
+	if err := churn.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(p, "while-down.txt"), []byte("written while georep was down\n"), 0o644)
+	os.Rename(filepath.Join(p, "d00"), filepath.Join(p, "d00-renamed-while-down"))
+	os.RemoveAll(filepath.Join(p, "d01"))
+	r2 := startRun(t, bin, nil, p, s, "--state-dir", st) // auto: the journal process runs
+	waitConverged(t, r2, p, s, 120*time.Second)
+	if strings.Contains(r2.Logs(), "msg=crawling") || !strings.Contains(r2.Logs(), "reading the journal process") {
+		t.Errorf("the restarted georep run crawled or did not read the journal process:\n%s", tail(r2.Logs(), 3000))
+	}
+}
