@@ -1,12 +1,17 @@
 package journal
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -162,4 +167,104 @@ func TestInheritRefused(t *testing.T) {
 		t.Fatalf("the group was not left usable after a refusal: %v", err)
 	}
 	j2.Close()
+}
+
+// handoffChildEnv makes the test binary a successor journal process (see
+// TestHandoffAcrossProcesses).
+const handoffChildEnv = "GEOREP_TEST_HANDOFF_CHILD"
+
+// TestHandoffChild is the successor process of TestHandoffAcrossProcesses;
+// it does nothing in a normal run.
+func TestHandoffChild(t *testing.T) {
+	spec := os.Getenv(handoffChildEnv)
+	if spec == "" {
+		t.Skip("helper process of TestHandoffAcrossProcesses")
+	}
+	var c struct {
+		In   Inherited
+		Root Root
+	}
+	if err := json.Unmarshal([]byte(spec), &c); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fastConfig(c.Root)
+	cfg.Inherit = &c.In
+	j, err := Open(cfg)
+	if err != nil {
+		t.Fatalf("successor Open: %v", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if err := j.Run(ctx); err != nil {
+		t.Fatalf("successor Run: %v", err)
+	}
+}
+
+// TestHandoffAcrossProcesses: the group goes to another process (the
+// descriptor inherited, as the journal process's re-exec does); what the
+// kernel queued while neither read it is journaled by the successor, the
+// sequence goes on, and there is no gap.
+func TestHandoffAcrossProcesses(t *testing.T) {
+	r := newRoot(t)
+	j1 := openJournal(t, fastConfig(r))
+	handoff := make(chan struct{})
+	type result struct {
+		in  *Inherited
+		err error
+	}
+	res := make(chan result, 1)
+	go func() { in, err := j1.RunUntil(context.Background(), handoff); res <- result{in, err} }()
+	n := 0
+	create := func(k int) {
+		for range k {
+			must(t, os.WriteFile(filepath.Join(r.Path, fmt.Sprintf("x%05d", n)), nil, 0o644))
+			n++
+		}
+	}
+	create(200)
+	close(handoff)
+	got := <-res
+	if got.err != nil || got.in == nil {
+		t.Fatalf("hand-off: %v", got.err)
+	}
+	create(300) // queued in the kernel: nobody reads now
+	f := os.NewFile(uintptr(got.in.FD), "fanotify")
+	in := *got.in
+	in.FD = 3 // the first of ExtraFiles
+	spec, _ := json.Marshal(struct {
+		In   Inherited
+		Root Root
+	}{in, r})
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHandoffChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), handoffChildEnv+"="+string(spec))
+	cmd.ExtraFiles = []*os.File{f}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	must(t, cmd.Start())
+	f.Close() // the child has it now
+	create(300)
+	waitRecords(t, r.Dir, "the last create", func(recs []changelog.Record) bool { return entryNamed(recs, fmt.Sprintf("x%05d", n-1)) })
+	must(t, cmd.Process.Signal(syscall.SIGTERM))
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("successor: %v\n%s", err, out.String())
+	}
+	files := readChangelogs(t, r.Dir)
+	recs := allRecords(files)
+	if g := count(recs, func(r changelog.Record) bool { return r.Type == changelog.Gap }); g != 1 {
+		t.Errorf("%d gaps, want the first start's only", g)
+	}
+	for i := 1; i < len(files); i++ {
+		if files[i].hdr.Seq != files[i-1].hdr.Seq+1 {
+			t.Errorf("sequence jumps from %d to %d", files[i-1].hdr.Seq, files[i].hdr.Seq)
+		}
+	}
+	for i := range n {
+		if !entryNamed(recs, fmt.Sprintf("x%05d", i)) {
+			t.Fatalf("x%05d lost across the processes", i)
+		}
+	}
+	st, _, _ := readState(r.Dir)
+	if !st.Clean || st.Since == 0 || st.Since > got.in.Since {
+		t.Errorf("state after the successor's stop: %+v (hand-off at %d)", st, got.in.Since)
+	}
 }
