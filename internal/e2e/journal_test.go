@@ -297,6 +297,21 @@ func TestJournalOutlivesDaemon(t *testing.T) {
 	if pid := jrJournalPID(e.state); pid != journalPID || !jrAlive(pid) {
 		t.Errorf("the journal process changed (%d -> %d): it must outlive the daemon", journalPID, pid)
 	}
+
+	// For comparison, the same restart with a journal per worker (as
+	// before): the gap is crawled.
+	e.d.cmd.Process.Signal(syscall.SIGKILL)
+	err := <-e.d.done
+	e.d.done <- err
+	at := time.Now()
+	e.d = dmStartDaemon(t, e.bin, e.state, "--journal", "inline")
+	lat := e.marker(t, "first-after-inline", at, 300*time.Second)
+	r := e.converge(t, "inline journal")
+	if r.Crawls == 0 || r.LastCrawlReason != status.CrawlJournalDown {
+		t.Errorf("the inline journal's restart did not crawl the gap: %d crawls, reason %q", r.Crawls, r.LastCrawlReason)
+	}
+	t.Logf("for comparison, kill -9 and restart with --journal inline (%d files): first change on the secondary %s after the restart (a crawl of the tree)",
+		files, lat.Round(time.Millisecond))
 }
 
 // TestJournalHandoffAndKill: the journal re-executes itself for an upgrade
