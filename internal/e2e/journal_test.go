@@ -95,7 +95,7 @@ type jrEnv struct {
 
 const (
 	jrSession = "jr"
-	jrParts   = 3 // churns per setup
+	jrParts   = 4 // churns per setup
 )
 
 // jrSetup populates, starts the daemon and the session, and waits for the
@@ -249,6 +249,14 @@ func (e *jrEnv) restartDaemon(t *testing.T, sig syscall.Signal) time.Time {
 	return at
 }
 
+// jrScale is the churn's size: CI's moderate, the long run's heavier.
+func jrScale() string {
+	if os.Getenv("GEOREP_JOURNAL_LONG") != "" {
+		return "1"
+	}
+	return "0.3"
+}
+
 func jrFiles() int {
 	if os.Getenv("GEOREP_JOURNAL_LONG") != "" {
 		return 200000
@@ -278,7 +286,7 @@ func TestJournalOutlivesDaemon(t *testing.T) {
 			return at
 		}},
 	} {
-		churn := e.churn(t, i, "1")
+		churn := e.churn(t, i, jrScale())
 		time.Sleep(400 * time.Millisecond)
 		e.stillChurning(t, churn, c.name)
 		at := c.disrupt()
@@ -300,12 +308,19 @@ func TestJournalOutlivesDaemon(t *testing.T) {
 
 	// For comparison, the same restart with a journal per worker (as
 	// before): the gap is crawled.
+	churn := e.churn(t, 3, jrScale())
+	time.Sleep(400 * time.Millisecond)
+	e.stillChurning(t, churn, "inline journal")
 	e.d.cmd.Process.Signal(syscall.SIGKILL)
 	err := <-e.d.done
 	e.d.done <- err
+	time.Sleep(500 * time.Millisecond)
 	at := time.Now()
 	e.d = dmStartDaemon(t, e.bin, e.state, "--journal", "inline")
 	lat := e.marker(t, "first-after-inline", at, 300*time.Second)
+	if err := <-churn; err != nil {
+		t.Fatal(err)
+	}
 	r := e.converge(t, "inline journal")
 	if r.Crawls == 0 || r.LastCrawlReason != status.CrawlJournalDown {
 		t.Errorf("the inline journal's restart did not crawl the gap: %d crawls, reason %q", r.Crawls, r.LastCrawlReason)
@@ -328,7 +343,7 @@ func TestJournalHandoffAndKill(t *testing.T) {
 	e.noCrawl(t, "before the hand-off", r)
 
 	pid := jrJournalPID(e.state)
-	churn := e.churn(t, 0, "1")
+	churn := e.churn(t, 0, jrScale())
 	time.Sleep(400 * time.Millisecond)
 	e.stillChurning(t, churn, "journal hand-off")
 	jrCopy(t, e.bin, e.installed) // the upgrade: a new binary on disk
@@ -362,7 +377,7 @@ func TestJournalHandoffAndKill(t *testing.T) {
 	t.Logf("journal hand-off during a churn: same pid %d, no crawl, converged", pid)
 
 	// kill -9 of the journal: a gap, crawled, nothing lost.
-	churn = e.churn(t, 1, "1")
+	churn = e.churn(t, 1, jrScale())
 	time.Sleep(400 * time.Millisecond)
 	e.stillChurning(t, churn, "kill -9 of the journal")
 	syscall.Kill(pid, syscall.SIGKILL)
