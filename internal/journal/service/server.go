@@ -246,17 +246,34 @@ func takeInherited(log *slog.Logger) map[string]*journal.Inherited {
 	if v == "" {
 		return nil
 	}
-	var list []journal.Inherited
-	if err := json.Unmarshal([]byte(v), &list); err != nil {
+	out, err := parseInherited(v)
+	if err != nil {
 		log.Error("journal: unreadable "+InheritEnv+"; starting afresh (gaps)", "err", err)
 		return nil
 	}
-	out := map[string]*journal.Inherited{}
-	for i := range list {
-		out[list[i].FS] = &list[i]
-	}
 	log.Info("journal: took over groups from the previous process", "groups", len(out))
 	return out
+}
+
+// parseInherited decodes $GEOREP_JOURNAL_INHERIT: a JSON list of groups, at
+// most one per filesystem, each with a descriptor number.
+func parseInherited(v string) (map[string]*journal.Inherited, error) {
+	var list []journal.Inherited
+	if err := json.Unmarshal([]byte(v), &list); err != nil {
+		return nil, err
+	}
+	out := map[string]*journal.Inherited{}
+	for i := range list {
+		in := &list[i]
+		if in.FD < 0 || in.FS == "" {
+			return nil, fmt.Errorf("group %d: descriptor %d, filesystem %q", i, in.FD, in.FS)
+		}
+		if _, dup := out[in.FS]; dup {
+			return nil, fmt.Errorf("two groups for filesystem %s", in.FS)
+		}
+		out[in.FS] = in
+	}
+	return out, nil
 }
 
 // startAll starts a group per filesystem of the registered roots, taking
@@ -619,6 +636,24 @@ func (s *server) serve(ln *net.UnixListener) {
 	}
 }
 
+// decodeRequest parses one control request line and checks its op.
+func decodeRequest(line []byte) (Request, error) {
+	var req Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		return Request{}, fmt.Errorf("bad request: %w", err)
+	}
+	switch req.Op {
+	case "register", "unregister":
+		if err := validSession(req.Session); err != nil {
+			return Request{}, err
+		}
+	case "status", "reexec":
+	default:
+		return Request{}, fmt.Errorf("unknown op %q", req.Op)
+	}
+	return req, nil
+}
+
 type requestError struct {
 	code string
 	err  error
@@ -632,12 +667,17 @@ func badRequest(err error) error { return &requestError{codeBadRequest, err} }
 func (s *server) handle(c *net.UnixConn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(time.Minute))
-	var req Request
-	if err := json.NewDecoder(bufio.NewReader(c)).Decode(&req); err != nil {
+	line, err := bufio.NewReaderSize(c, 64<<10).ReadSlice('\n')
+	if err != nil {
+		s.log.Debug("journal: control request", "err", err)
+		return
+	}
+	req, err := decodeRequest(line)
+	if err != nil {
+		json.NewEncoder(c).Encode(Response{Error: err.Error(), Code: codeBadRequest})
 		return
 	}
 	var resp Response
-	var err error
 	switch req.Op {
 	case "register":
 		resp.Root, err = s.register(req.Session, req.Path)
@@ -657,8 +697,6 @@ func (s *server) handle(c *net.UnixConn) {
 		case <-s.ctx.Done():
 		}
 		return
-	default:
-		err = badRequest(fmt.Errorf("unknown op %q", req.Op))
 	}
 	if err != nil {
 		resp.Error = err.Error()

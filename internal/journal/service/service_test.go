@@ -248,3 +248,61 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func FuzzDecodeRequest(f *testing.F) {
+	for _, s := range []string{`{"op":"register","session":"a","path":"/x"}`, `{"op":"status"}`, `{"op":"nope"}`, `{"op":"register","session":"../x"}`, `[`, ``} {
+		f.Add([]byte(s + "\n"))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		req, err := decodeRequest(b)
+		if err != nil {
+			return
+		}
+		switch req.Op {
+		case "register", "unregister":
+			if validSession(req.Session) != nil {
+				t.Fatalf("accepted a bad consumer name %q", req.Session)
+			}
+		case "status", "reexec":
+		default:
+			t.Fatalf("accepted op %q", req.Op)
+		}
+	})
+}
+
+func FuzzParseInherited(f *testing.F) {
+	for _, s := range []string{`[{"fd":3,"mask":1,"fs":"00ff","since":5}]`, `[{"fd":3,"fs":"a"},{"fd":4,"fs":"a"}]`, `[{"fd":-1,"fs":"a"}]`, `null`, `{`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := parseInherited(s)
+		if err != nil {
+			return
+		}
+		for fs, in := range m {
+			if in.FD < 0 || in.FS != fs || fs == "" {
+				t.Fatalf("accepted %+v under %q", in, fs)
+			}
+		}
+	})
+}
+
+func FuzzReadPosition(f *testing.F) {
+	f.Add([]byte(`{"root":"x","seq":3}`))
+	f.Add([]byte(`{"seq":-1}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		dir := t.TempDir()
+		os.MkdirAll(filepath.Join(dir, consumersDir), 0o700)
+		os.WriteFile(filepath.Join(dir, consumersDir, "s"), b, 0o600)
+		p, ok, err := ReadPosition(dir, "s")
+		if err == nil && ok {
+			// What was read writes back and reads the same.
+			if err := WritePosition(dir, "s", p); err != nil {
+				t.Fatal(err)
+			}
+			if q, _, err := ReadPosition(dir, "s"); err != nil || q != p {
+				t.Fatalf("round trip %+v -> %+v %v", p, q, err)
+			}
+		}
+	})
+}
