@@ -17,6 +17,12 @@
 // sessions directory every few seconds, so an edit it was not told of is
 // applied too. A change of any config key but log-level restarts the
 // session's worker; pause, resume and checkpoints do not.
+//
+// With Options.StartJournal the workers read the changelogs of the journal
+// process (`georep journal`, internal/journal/service) instead of running
+// journals of their own: the daemon starts it when none answers, starts it
+// again when it died, and drops the consumers of deleted sessions, so that
+// a daemon restart or a worker restart is caught up without a crawl.
 package daemon
 
 import (
