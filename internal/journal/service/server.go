@@ -59,7 +59,7 @@ type Options struct {
 	Reexec <-chan os.Signal
 }
 
-// Socket, Lock and Pid paths of a journal directory.
+// Socket is the control socket of the journal process of a journal directory.
 func Socket(dir string) string  { return filepath.Join(dir, "journal.sock") }
 func pidPath(dir string) string { return filepath.Join(dir, "journal.pid") }
 
@@ -490,7 +490,9 @@ func (s *server) unregister(session, path string) error {
 	}
 	gone := s.reg.remove(path, session)
 	for _, d := range dirs {
-		os.Remove(filepath.Join(d, consumersDir, session))
+		if err := os.Remove(filepath.Join(d, consumersDir, session)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Warn("journal: remove a consumer's position", "session", session, "err", err)
+		}
 	}
 	touched := map[string]bool{}
 	for _, p := range gone {
@@ -503,7 +505,9 @@ func (s *server) unregister(session, path string) error {
 		}
 	}
 	for _, p := range gone {
-		os.RemoveAll(Dir(s.opts.Dir, p))
+		if err := os.RemoveAll(Dir(s.opts.Dir, p)); err != nil {
+			s.log.Warn("journal: remove the changelogs of a dropped root", "root", p, "err", err)
+		}
 		delete(s.fsOf, p)
 	}
 	if err := state.WriteJSON(s.regPath(), &s.reg); err != nil {
