@@ -436,3 +436,71 @@ func TestRunJournalProcessKillRestart(t *testing.T) {
 		t.Errorf("the restarted georep run crawled or did not read the journal process:\n%s", tail(r2.Logs(), 3000))
 	}
 }
+
+// TestJournalFanOut: two sessions from one primary share one root of the
+// journal process (one changelog dir, two positions); after kill -9 of the
+// daemon during a churn both converge without a crawl, and the changelogs
+// both applied are deleted.
+func TestJournalFanOut(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.GeorepBin(t)
+	dir := workdir(t)
+	p, s1, s2, state := filepath.Join(dir, "P"), filepath.Join(dir, "S1"), filepath.Join(dir, "S2"), filepath.Join(dir, "state")
+	testutil.Workload(t, "populate", p, "--files", "5000", "--dirs", "50")
+	os.MkdirAll(s1, 0o755)
+	os.MkdirAll(s2, 0o755)
+	t.Cleanup(func() { jrStopJournal(t, state) })
+	d := dmStartDaemon(t, bin, state)
+	for name, sec := range map[string]string{"one": s1, "two": s2} {
+		dmMust(t, bin, state, "session", "create", name, p, sec)
+		dmMust(t, bin, state, "session", "start", name)
+	}
+	for _, name := range []string{"one", "two"} {
+		dmWaitStatus(t, d, name, "initial sync", 300*time.Second, func(r status.Report) bool {
+			return r.Status == status.Active && r.CrawlStatus == "Changelog Crawl" && r.LastSynced != nil
+		})
+	}
+	out, _, _ := dmGeorep(t, bin, state, "journal", "status", "--json", "--state-dir", state)
+	var st service.ServerStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Roots) != 1 || strings.Join(st.Roots[0].Consumers, ",") != "one,two" {
+		t.Fatalf("journal status: want one root read by one,two: %v\n%s", err, out)
+	}
+	churn := exec.Command("python3", filepath.Join(testutil.SharedDir(t), "bench", "workload.py"), "churn", p, "--scale", "0.5")
+	if err := churn.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	d.cmd.Process.Kill()
+	err := <-d.done
+	d.done <- err
+	os.WriteFile(filepath.Join(p, "while-down"), []byte("down"), 0o644)
+	d = dmStartDaemon(t, bin, state)
+	if err := churn.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for name, sec := range map[string]string{"one": s1, "two": s2} {
+		dmMust(t, bin, state, "checkpoint", "set", name, "now")
+		if out, errs, code := dmGeorep(t, bin, state, "checkpoint", "status", name, "--wait", "--timeout", "120s"); code != 0 {
+			t.Fatalf("%s: checkpoint: %s %s", name, out, errs)
+		}
+		if ok, vout := testutil.VerifyPy(t, p, sec); !ok {
+			t.Fatalf("%s: the trees differ:\n%s", name, tail(vout, 3000))
+		}
+		if r := dmStatus(t, bin, state, name); r.Crawls != 0 {
+			t.Errorf("%s crawled after the restart: %v", name, r.CrawlReasons)
+		}
+	}
+	// Both applied everything: the journal deletes the changelogs (gc every 2 s).
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, _, _ := dmGeorep(t, bin, state, "journal", "status", "--json", "--state-dir", state)
+		var st service.ServerStatus
+		if json.Unmarshal([]byte(out), &st) == nil && len(st.Roots) == 1 && st.Roots[0].Changelogs <= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("applied changelogs were not deleted:\n%s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
