@@ -401,6 +401,21 @@ func TestJournalHandoffAndKill(t *testing.T) {
 	t.Logf("kill -9 of the journal: gap crawled (%v), converged", r.CrawlReasons)
 }
 
+// jrWaitRunStime waits until georep run committed its first sync (its stime
+// is written): a kill before that makes the restart crawl as a first sync.
+func jrWaitRunStime(t *testing.T, st string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if m, _ := filepath.Glob(filepath.Join(st, "run", "*", "stime")); len(m) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no stime after the first sync")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestRunJournalProcessKillRestart: `georep run --journal process` reads the
 // journal process's changelogs, so kill -9 of it during a churn, changes
 // while it is down, and a restart converge without a crawl (the inline
@@ -414,6 +429,7 @@ func TestRunJournalProcessKillRestart(t *testing.T) {
 	t.Cleanup(func() { jrStopJournal(t, st) })
 	r := startRun(t, bin, nil, p, s, "--state-dir", st, "--journal", "process")
 	waitConverged(t, r, p, s, 120*time.Second)
+	jrWaitRunStime(t, st)
 	if !strings.Contains(r.Logs(), "reading the journal process") || !strings.Contains(r.Logs(), "msg=crawling") || !jrAlive(jrJournalPID(st)) {
 		t.Fatalf("georep run did not use a journal process (and crawl for its first sync):\n%s", tail(r.Logs(), 2000))
 	}
@@ -502,5 +518,59 @@ func TestJournalFanOut(t *testing.T) {
 			t.Fatalf("applied changelogs were not deleted:\n%s", out)
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestJournalSizeLimit: a journal process with a small --max-changelog-bytes
+// drops the changelogs a stopped `georep run` has not applied once they pass
+// it; the restarted run notices the broken sequence, crawls ("size limit")
+// and converges.
+func TestJournalSizeLimit(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.GeorepBin(t)
+	dir := workdir(t)
+	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
+	testutil.Workload(t, "populate", p, "--files", "2000", "--dirs", "20")
+	os.MkdirAll(filepath.Join(st, "journal"), 0o700)
+	t.Cleanup(func() { jrStopJournal(t, st) })
+	jl, err := os.Create(filepath.Join(st, "journal", "journal.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jcmd := exec.Command(bin, "journal", "--state-dir", st, "--max-changelog-bytes", "200000", "--rollover-interval", "200ms")
+	jcmd.Stdout, jcmd.Stderr = jl, jl
+	if err := jcmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	jl.Close()
+	go jcmd.Wait()
+	r := startRun(t, bin, nil, p, s, "--state-dir", st, "--journal", "process")
+	waitConverged(t, r, p, s, 120*time.Second)
+	jrWaitRunStime(t, st)
+	r.cmd.Process.Kill()
+	<-r.done
+	// ~20,000 records while nobody applies them: far past 200 kB.
+	testutil.Workload(t, "populate", filepath.Join(p, "more"), "--files", "20000", "--dirs", "40", "--seed", "7")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		log, _ := os.ReadFile(filepath.Join(st, "journal", "journal.log"))
+		if strings.Contains(string(log), "size limit passed") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the journal did not enforce its size limit:\n%s", tail(string(log), 2000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r2 := startRun(t, bin, nil, p, s, "--state-dir", st)
+	waitConverged(t, r2, p, s, 120*time.Second)
+	if !strings.Contains(r2.Logs(), `reason="size limit"`) {
+		var crawls []string
+		for _, l := range strings.Split(r2.Logs(), "\n") {
+			if strings.Contains(l, "msg=crawling") || strings.Contains(l, "changelog") {
+				crawls = append(crawls, l)
+			}
+		}
+		t.Errorf("the restarted run did not crawl for the size limit:\n%s", strings.Join(crawls, "\n"))
 	}
 }
