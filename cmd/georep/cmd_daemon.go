@@ -42,6 +42,7 @@ func runDaemon(ctx context.Context, args []string) error {
 	maxBackoff := fs.Duration("max-backoff", 30*time.Second, "longest wait between reconnects and worker restarts")
 	faultyAfter := fs.Int("faulty-after", 5, "failures within 10 minutes after which a worker is retried only every 2×max-backoff")
 	faultyRestart := fs.Duration("faulty-restart", 5*time.Minute, "restart a worker that has been Faulty this long")
+	journalMode := fs.String("journal", "process", "where workers get changelogs: process (the journal process, started when none runs) or inline (a journal per worker)")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {
 		if err == flag.ErrHelp {
@@ -59,6 +60,9 @@ func runDaemon(ctx context.Context, args []string) error {
 	if *logFormat != "text" && *logFormat != "json" {
 		return cli.Usagef("--log-format must be text or json")
 	}
+	if *journalMode != "process" && *journalMode != "inline" {
+		return cli.Usagef("--journal must be process or inline")
+	}
 	store := session.Store{Root: cli.StateDir(*stateDir)}
 	if err := store.Init(); err != nil {
 		return err
@@ -70,7 +74,11 @@ func runDaemon(ctx context.Context, args []string) error {
 	defer lf.Close()
 	log := daemon.NewLogger(io.MultiWriter(os.Stderr, lf), *logFormat, level)
 	abs, _ := filepath.Abs(store.Root)
-	return daemon.Run(ctx, daemon.Options{StateDir: abs, MetricsListen: *metricsListen, Logger: log,
+	opts := daemon.Options{StateDir: abs, MetricsListen: *metricsListen, Logger: log,
 		MaxBackoff: *maxBackoff, FaultyAfter: *faultyAfter, FaultyRestart: *faultyRestart,
-		Reopen: func() { lf.Reopen() }})
+		Reopen: func() { lf.Reopen() }}
+	if *journalMode == "process" {
+		opts.StartJournal = func(ctx context.Context) error { return spawnJournal(ctx, abs) }
+	}
+	return daemon.Run(ctx, opts)
 }

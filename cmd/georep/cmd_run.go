@@ -11,6 +11,7 @@ import (
 
 	"github.com/georep/georep/internal/cli"
 	"github.com/georep/georep/internal/continuous"
+	"github.com/georep/georep/internal/journal/service"
 	"github.com/georep/georep/internal/state"
 	"github.com/georep/georep/internal/worker"
 )
@@ -45,9 +46,13 @@ func runRun(ctx context.Context, args []string) error {
 	queue := fs.Int("journal-queue-size", 0, "fanotify queue length (testing: a tiny queue forces overflows; 0 = kernel default)")
 	var tf transferFlags
 	tf.register(fs)
+	journalMode := fs.String("journal", "auto", "changelogs from: process (the journal process, started if none runs), inline (a journal of its own) or auto (process if one runs, else inline)")
 	src, dst, err := parseSrcDst(fs, tf.oldForm(args), "run", runHelp)
 	if err != nil {
 		return err
+	}
+	if *journalMode != "auto" && *journalMode != "process" && *journalMode != "inline" {
+		return cli.Usagef("--journal must be auto, process or inline")
 	}
 	rules, err := f.rules()
 	if err != nil {
@@ -68,6 +73,20 @@ func runRun(ctx context.Context, args []string) error {
 	}
 	if err := tf.apply(&cfg.Worker); err != nil {
 		return cli.Usagef("%v", err)
+	}
+	absState, err := filepath.Abs(string(stateDir))
+	if err != nil {
+		return err
+	}
+	ext := &continuous.ExternalJournal{Dir: filepath.Join(absState, "journal"), Consumer: "run-" + filepath.Base(dir)}
+	switch *journalMode {
+	case "process":
+		ext.Start = func(ctx context.Context) error { return spawnJournal(ctx, absState) }
+		cfg.Journal = ext
+	case "auto":
+		if _, err := (service.Client{Dir: ext.Dir}).Status(ctx); err == nil {
+			cfg.Journal = ext
+		}
 	}
 	var last time.Time
 	report := func(s continuous.Status) {

@@ -1,11 +1,16 @@
-// Package continuous owns continuous replication of one session: the
-// change journal on the primary, and a worker loop that takes the closed
-// changelogs newer than the stime in batches, applies them, advances the
-// stime on both sides and deletes the changelogs it no longer needs. A gap
-// the journal cannot vouch for (first start, restart, queue overflow) is
-// covered by a crawl. A lost secondary is reconnected with backoff. Without
-// fanotify (no CAP_SYS_ADMIN, or no FID reporting) it says so and falls back
-// to periodic crawls. `georep run` and the daemon's workers are built on it.
+// Package continuous owns continuous replication of one session: where its
+// changelogs come from — the journal process (`georep journal`,
+// internal/journal/service) when Config.Journal names one, else a change
+// journal of its own in this process — and a worker loop that takes the
+// closed changelogs after its position in batches, applies them, advances
+// the stime on both sides and then records its position (the journal
+// process deletes what every consumer applied) or deletes them (its own
+// journal). A gap the changelogs cannot vouch for (the journal was not
+// running, a queue overflow, changelogs dropped at the size limit, no
+// position yet) is covered by a crawl, counted by reason. A lost secondary
+// is reconnected with backoff. Without fanotify (no CAP_SYS_ADMIN, or no FID
+// reporting) it says so and falls back to periodic crawls. `georep run` and
+// the daemon's workers are built on it.
 package continuous
 
 import (
@@ -13,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -62,6 +68,19 @@ type Config struct {
 	Logger *slog.Logger
 	// journalQueue is a test hook for the journal's queue size.
 	JournalQueueSize int
+	// Journal, when set, reads the changelogs of a journal process instead
+	// of running a journal in this process: the worker can then stop and
+	// start again (crash, restart, config change) and replay what was
+	// journaled meanwhile without a crawl.
+	Journal *ExternalJournal
+}
+
+// ExternalJournal names the journal process a session reads.
+type ExternalJournal struct {
+	Dir      string // its journal directory (STATE/journal)
+	Consumer string // this session's name there (its position file)
+	// Start starts the journal process when none answers; nil: do not.
+	Start func(context.Context) error
 }
 
 // Worker states and crawl statuses, as `georep status` shows them.
@@ -76,25 +95,29 @@ const (
 
 // Status is a snapshot of a running session.
 type Status struct {
-	State             string    `json:"state"`
-	Crawl             string    `json:"crawl_status"`
-	Stime             int64     `json:"stime_ns"`
-	LastSynced        time.Time `json:"last_synced"`
-	LagSeconds        float64   `json:"lag_seconds"`
-	PendingEntry      int       `json:"pending_entry"`
-	PendingData       int       `json:"pending_data"`
-	PendingMeta       int       `json:"pending_meta"`
-	Failures          int       `json:"failures"`
-	FilesSynced       int64     `json:"files_synced"`
-	BytesSynced       int64     `json:"bytes_synced"`
-	EntriesSynced     int64     `json:"entries_synced"`
-	Batches           int64     `json:"batches"`
-	Crawls            int64     `json:"crawls"`
-	LastError         string    `json:"last_error,omitempty"`
-	JournalMode       string    `json:"journal"` // "fanotify" or "periodic crawl"
-	JournalEvents     uint64    `json:"journal_events"`
-	JournalOverflows  uint64    `json:"journal_overflows"`
-	PendingChangelogs int       `json:"pending_changelogs"`
+	State             string           `json:"state"`
+	Crawl             string           `json:"crawl_status"`
+	Stime             int64            `json:"stime_ns"`
+	LastSynced        time.Time        `json:"last_synced"`
+	LagSeconds        float64          `json:"lag_seconds"`
+	PendingEntry      int              `json:"pending_entry"`
+	PendingData       int              `json:"pending_data"`
+	PendingMeta       int              `json:"pending_meta"`
+	Failures          int              `json:"failures"`
+	FilesSynced       int64            `json:"files_synced"`
+	BytesSynced       int64            `json:"bytes_synced"`
+	EntriesSynced     int64            `json:"entries_synced"`
+	Batches           int64            `json:"batches"`
+	Crawls            int64            `json:"crawls"`
+	LastError         string           `json:"last_error,omitempty"`
+	JournalMode       string           `json:"journal"` // "journal process", "fanotify" (in process) or "periodic crawl"
+	JournalDir        string           `json:"journal_dir,omitempty"`
+	JournalSince      time.Time        `json:"journal_since"`     // the journal covers the tree without a gap since
+	LastCrawlReason   string           `json:"last_crawl_reason"` // why the last crawl happened
+	CrawlReasons      map[string]int64 `json:"crawl_reasons,omitempty"`
+	JournalEvents     uint64           `json:"journal_events"`
+	JournalOverflows  uint64           `json:"journal_overflows"`
+	PendingChangelogs int              `json:"pending_changelogs"`
 	// Remaining work of the crawl or batch being applied: entry
 	// operations, files to send and their bytes; the recent transfer rate
 	// and the ETA it gives for the bytes (0 when idle or unknown).
@@ -106,9 +129,9 @@ type Status struct {
 	// Applied counts the jobs (batches and crawls) applied; the last one
 	// took LastApplySeconds, and its oldest change reached the secondary
 	// LastApplyLagSeconds after it was made (-1: unknown).
-	Applied             int64     `json:"applied"`
-	LastApplySeconds    float64   `json:"last_apply_seconds"`
-	LastApplyLagSeconds float64   `json:"last_apply_lag_seconds"`
+	Applied             int64   `json:"applied"`
+	LastApplySeconds    float64 `json:"last_apply_seconds"`
+	LastApplyLagSeconds float64 `json:"last_apply_lag_seconds"`
 	// Compression is what the data transfer's compression chose and why;
 	// CompressionRatio what it achieved (see worker.Stats).
 	Compression      string    `json:"compression,omitempty"`
@@ -147,6 +170,7 @@ type runner struct {
 	mu     sync.Mutex
 	st     Status
 	jr     *journal.Journal
+	ext    *extJournal
 	clDir  string
 
 	// Under mu: oldest is when the oldest change not yet on the secondary
@@ -176,6 +200,14 @@ func (r *runner) setOldest(ns int64) {
 	r.mu.Unlock()
 }
 
+// extJournal is the journal process a runner reads.
+type extJournal struct {
+	cfg        ExternalJournal
+	rootID     string
+	notify     <-chan struct{}
+	countersAt time.Time // last journalCounters refresh
+}
+
 func (r *runner) update(fn func(*Status)) {
 	r.mu.Lock()
 	fn(&r.st)
@@ -186,6 +218,7 @@ func (r *runner) update(fn func(*Status)) {
 		r.st.JournalEvents, r.st.JournalOverflows = js.Events, js.Overflows
 	}
 	st := r.st
+	st.CrawlReasons = maps.Clone(r.st.CrawlReasons)
 	r.mu.Unlock()
 	if r.report != nil {
 		r.report(st)
@@ -254,6 +287,20 @@ func Run(ctx context.Context, cfg Config, report Reporter) error {
 	}
 	r.update(func(*Status) {})
 
+	if cfg.Journal != nil {
+		ext, err := r.attach(ctx, src)
+		if err != nil {
+			if !errors.Is(err, journal.ErrUnsupported) {
+				return fmt.Errorf("journal process: %w", err)
+			}
+			log.Warn("no change journal; falling back to a periodic crawl", "every", cfg.CrawlInterval, "reason", err)
+			r.update(func(s *Status) { s.JournalMode = "periodic crawl" })
+			return r.loop(ctx, nil)
+		}
+		r.ext = ext
+		return r.loop(ctx, nil)
+	}
+
 	jr, err := journal.Open(journal.Config{Roots: []journal.Root{{Path: src, Dir: r.clDir}}, Exclude: []string{absDir},
 		RolloverInterval: cfg.RolloverInterval, QueueSize: cfg.JournalQueueSize, Logger: log.With("part", "journal")})
 	if err != nil {
@@ -265,7 +312,7 @@ func Run(ctx context.Context, cfg Config, report Reporter) error {
 		return r.loop(ctx, nil)
 	}
 	r.jr = jr
-	r.update(func(s *Status) { s.JournalMode = "fanotify" })
+	r.update(func(s *Status) { s.JournalMode, s.JournalDir, s.JournalSince = "fanotify", r.clDir, time.Now() })
 	jctx, stopJournal := context.WithCancel(context.Background())
 	jdone := make(chan error, 1)
 	go func() { jdone <- jr.Run(jctx) }()
@@ -335,7 +382,10 @@ func (r *runner) serve(ctx context.Context, sess *worker.Session, jdone chan err
 	if r.jr != nil {
 		notify = r.jr.Notify()
 	}
-	if r.jr == nil {
+	if r.ext != nil {
+		notify = r.ext.notify
+	}
+	if r.jr == nil && r.ext == nil {
 		// Periodic crawls only.
 		for {
 			if !r.cfg.paused() {
@@ -425,7 +475,7 @@ func (r *runner) resync(ctx context.Context, sess *worker.Session, req ResyncReq
 		r.log.Info("resync: crawling the whole tree", "path", req.Path)
 		r.update(func(s *Status) { s.Crawl = CrawlHybrid })
 		job, err = sess.Crawl(ctx, 0)
-		r.update(func(s *Status) { s.Crawls++; s.Crawl = CrawlChangelog })
+		r.update(func(s *Status) { s.countCrawl(ReasonResync); s.Crawl = CrawlChangelog })
 	}
 	res := ResyncResult{}
 	if err == nil {
@@ -472,6 +522,9 @@ func underPath(p, dir string) bool {
 // batch takes the next changelogs, applies them and advances the stime. It
 // reports whether more changelogs are waiting.
 func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) {
+	if r.ext != nil {
+		return r.extBatch(ctx, sess)
+	}
 	// The watermark is read before the listing: a changelog holding events
 	// before it was durable by then, so it is listed (or already applied).
 	var watermark int64
@@ -513,7 +566,7 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 		if err != nil {
 			// A corrupt changelog cannot be trusted: crawl instead.
 			r.log.Error("unreadable changelog; crawling instead", "file", f.Path, "err", err)
-			rs = []changelog.Record{{Type: changelog.Gap, From: 0, To: time.Now().UnixNano(), Reason: "unreadable changelog"}}
+			rs = []changelog.Record{{Type: changelog.Gap, From: 0, To: time.Now().UnixNano(), Reason: gapUnreadable}}
 			tr.End = time.Now().UnixNano()
 		}
 		if oldest == 0 {
@@ -531,21 +584,7 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 		r.update(func(s *Status) {})
 	}
 	applyStart := time.Now()
-	var job *worker.Job
-	if r.metaFull {
-		err = fmt.Errorf("%w (metadata options widened)", worker.ErrNeedCrawl)
-	} else {
-		job, err = sess.BatchJob(ctx, recs)
-	}
-	crawled := false
-	if errors.Is(err, worker.ErrNeedCrawl) {
-		r.log.Info("crawling", "why", err)
-		r.setOldest(r.crawlOrigin(oldest))
-		r.update(func(s *Status) { s.Crawl = CrawlHybrid })
-		job, err = sess.Crawl(ctx, r.crawlStime())
-		crawled = true
-		r.update(func(s *Status) { s.Crawls++ })
-	}
+	job, crawled, err := r.plan(ctx, sess, recs, oldest)
 	if err != nil {
 		return false, err
 	}
@@ -577,6 +616,33 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 	return len(taken) < len(files), nil
 }
 
+// plan turns a batch's records into a job, or crawls since the stime when
+// they cannot cover it (a gap, an entry whose parent the secondary lacks).
+func (r *runner) plan(ctx context.Context, sess *worker.Session, recs []changelog.Record, oldest int64) (*worker.Job, bool, error) {
+	recs = DropCoveredGaps(recs, r.st.Stime)
+	var job *worker.Job
+	var err error
+	reason := ""
+	if r.metaFull {
+		// sync-xattrs or sync-acls were set back to true: every file's
+		// metadata goes again, which only a crawl sees.
+		err, reason = fmt.Errorf("%w (metadata options widened)", worker.ErrNeedCrawl), ReasonOptions
+	} else if job, err = sess.BatchJob(ctx, recs); !errors.Is(err, worker.ErrNeedCrawl) {
+		return job, false, err
+	}
+	if reason == "" {
+		reason = CrawlReason(recs, r.st.Stime)
+	}
+	r.log.Info("crawling", "reason", reason, "why", err)
+	r.setOldest(r.crawlOrigin(oldest))
+	r.update(func(s *Status) { s.Crawl = CrawlHybrid })
+	job, err = sess.Crawl(ctx, r.crawlStime())
+	if err == nil {
+		r.update(func(s *Status) { s.countCrawl(reason) })
+	}
+	return job, true, err
+}
+
 func (r *runner) crawl(ctx context.Context, sess *worker.Session) error {
 	start := time.Now().UnixNano()
 	r.setOldest(r.crawlOrigin(0))
@@ -588,7 +654,11 @@ func (r *runner) crawl(ctx context.Context, sess *worker.Session) error {
 	if err := r.execute(ctx, sess, job, true); err != nil {
 		return err
 	}
-	r.update(func(s *Status) { s.Crawls++ })
+	reason := ReasonNoJournal
+	if r.st.Stime == 0 {
+		reason = ReasonFirstSync
+	}
+	r.update(func(s *Status) { s.countCrawl(reason) })
 	if err := r.commit(ctx, sess, start); err != nil {
 		return err
 	}

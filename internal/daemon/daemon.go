@@ -17,6 +17,12 @@
 // sessions directory every few seconds, so an edit it was not told of is
 // applied too. A change of any config key but log-level restarts the
 // session's worker; pause, resume and checkpoints do not.
+//
+// With Options.StartJournal the workers read the changelogs of the journal
+// process (`georep journal`, internal/journal/service) instead of running
+// journals of their own: the daemon starts it when none answers, starts it
+// again when it died, and drops the consumers of deleted sessions, so that
+// a daemon restart or a worker restart is caught up without a crawl.
 package daemon
 
 import (
@@ -38,6 +44,7 @@ import (
 	"time"
 
 	"github.com/georep/georep/internal/continuous"
+	"github.com/georep/georep/internal/journal/service"
 	"github.com/georep/georep/internal/metrics"
 	"github.com/georep/georep/internal/session"
 	"github.com/georep/georep/internal/status"
@@ -82,6 +89,11 @@ type Options struct {
 	// Reopen is called on SIGHUP after the session logs were reopened (the
 	// daemon's own log file belongs to the caller).
 	Reopen func()
+	// StartJournal, when set, starts the journal process (`georep journal`
+	// on STATE/journal); the workers then read its changelogs and survive
+	// restarts of the daemon without a crawl. Unset: every worker runs a
+	// journal of its own.
+	StartJournal func(context.Context) error
 }
 
 // Daemon is a running daemon.
@@ -92,7 +104,8 @@ type Daemon struct {
 	ctx      context.Context
 	absState string
 
-	reconcileMu sync.Mutex // one reconcile at a time
+	jl          *journalLink // nil without a journal process
+	reconcileMu sync.Mutex   // one reconcile at a time
 	mu          sync.Mutex
 	sessions    map[string]*runtime
 	metrics     *metrics.Metrics
@@ -183,6 +196,9 @@ func Run(ctx context.Context, opts Options) error {
 
 	wctx, stopWorkers := context.WithCancel(context.Background())
 	d.ctx = wctx
+	if opts.StartJournal != nil {
+		d.jl = &journalLink{d: d, client: service.Client{Dir: d.journalDir()}}
+	}
 	d.log.Info("daemon started", "state", abs, "socket", sock, "pid", os.Getpid(), "version", worker.Version)
 	d.rescan()
 
@@ -191,6 +207,10 @@ func Run(ctx context.Context, opts Options) error {
 	go func() { defer bg.Done(); d.serve(ln) }()
 	loopCtx, stopLoops := context.WithCancel(ctx)
 	go func() { defer bg.Done(); d.loops(loopCtx) }()
+	if d.jl != nil {
+		bg.Add(1)
+		go func() { defer bg.Done(); d.jl.watch(loopCtx) }()
+	}
 	if opts.Ready != nil {
 		opts.Ready(metricsAddr)
 	}
@@ -346,6 +366,9 @@ func (d *Daemon) reconcile(name string) error {
 			d.mu.Unlock()
 			d.metrics.Forget(name)
 			d.log.Info("session forgotten (deleted)", "session", name)
+			if d.jl != nil {
+				d.jl.forget(name)
+			}
 		}
 		return nil
 	}

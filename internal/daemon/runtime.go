@@ -314,6 +314,7 @@ func (rt *runtime) config(sess *session.Session) (continuous.Config, error) {
 		Paused:           rt.paused.Load,
 		Logger:           log,
 		Resync:           rt.resyncCh,
+		Journal:          rt.d.external(rt.name),
 	}
 	if eff.IgnoreDeletes {
 		cfg.FilterJob = session.IgnoreDeletes
@@ -340,6 +341,10 @@ func (rt *runtime) onStatus(st continuous.Status) {
 	r.Batches, r.Crawls, r.PendingChangelogs = st.Batches, st.Crawls, st.PendingChangelogs
 	r.Journal, r.JournalEvents, r.JournalOverflows = st.JournalMode, st.JournalEvents, st.JournalOverflows
 	r.Compression, r.CompressionRatio = st.Compression, st.CompressionRatio
+	r.JournalDir, r.LastCrawlReason, r.CrawlReasons = st.JournalDir, st.LastCrawlReason, st.CrawlReasons
+	if !st.JournalSince.IsZero() {
+		r.JournalSince = status.TimePtr(st.JournalSince)
+	}
 	if st.State == continuous.StateFaulty {
 		if st.LastError != "" && st.LastError != r.LastError {
 			r.LastError, r.LastErrorTime = st.LastError, status.TimePtr(now)

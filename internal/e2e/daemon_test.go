@@ -63,6 +63,7 @@ func dmStartDaemon(t *testing.T, bin, state string, extra ...string) *dmDaemon {
 		t.Fatal(err)
 	}
 	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() { jrStopJournal(t, state) }) // after the daemon's stop: it leaves its journal running
 	t.Cleanup(func() {
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -258,7 +259,7 @@ func TestDaemonLifecycle(t *testing.T) {
 	const sl = `{session="life"}`
 	for _, name := range []string{"georep_lag_seconds", "georep_pending_entries", "georep_pending_data", "georep_pending_meta",
 		"georep_synced_files_total", "georep_synced_bytes_total", "georep_failures", "georep_journal_events_total",
-		"georep_journal_overflows_total", "georep_crawls_total", "georep_last_synced_timestamp_seconds", "georep_checkpoint_completed"} {
+		"georep_journal_overflows_total", "georep_last_synced_timestamp_seconds", "georep_checkpoint_completed"} {
 		if _, ok := scrapes[0][name+sl]; !ok {
 			t.Errorf("metric %s missing", name)
 		}
@@ -295,7 +296,7 @@ func TestDaemonLifecycle(t *testing.T) {
 			last["georep_journal_events_total"+sl].Value, prevFiles, last["georep_synced_bytes_total"+sl].Value)
 	}
 	t.Logf("metrics: %d scrapes during/after the churn; files synced %v, bytes %v, max lag %.1fs, max pending ops %v, journal events %v, crawls %v",
-		len(scrapes), prevFiles, last["georep_synced_bytes_total"+sl].Value, maxLag, maxPending, last["georep_journal_events_total"+sl].Value, last["georep_crawls_total"+sl].Value)
+		len(scrapes), prevFiles, last["georep_synced_bytes_total"+sl].Value, maxLag, maxPending, last["georep_journal_events_total"+sl].Value, jrCrawls(last, "life"))
 
 	// A checkpoint set after the churn completes; then the secondary holds
 	// everything the churn did.

@@ -78,5 +78,20 @@
 // holds maxWindowRecords records. An empty window writes nothing. After each
 // file the root's journal.state is rewritten with the vouched time: every
 // filesystem event before it is in a durable changelog of that root (or did
-// not concern the root). A restart writes a gap from that time.
+// not concern the root). A restart writes a gap from that time. An idle
+// root's state follows the watermark (rewritten when it moved by a second),
+// so that readers in other processes can advance their stime on an idle
+// tree; State.Since says since when the root is covered without a gap.
+//
+// # Hand-off
+//
+// RunUntil can end in a hand-off instead of a stop: the reader drains the
+// queue until it is found empty at a time T, the last windows are written
+// and every root's state is marked clean with End >= T, and the fanotify
+// group is returned (Inherited) rather than closed. A successor — Open with
+// Config.Inherit, in this process with another root set or after an exec —
+// reads the same kernel queue: every event after T is still there. Its roots
+// start without a gap exactly when their state is clean and vouches T
+// (gapNeeded); a new root, or one whose state is older or unclean (a kill
+// -9), starts with one.
 package journal

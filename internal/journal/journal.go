@@ -2,6 +2,7 @@ package journal
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -67,6 +68,26 @@ type Config struct {
 	QueueSize int
 	// Logger receives the journal's logs; nil means slog.Default().
 	Logger *slog.Logger
+	// Inherit, when set, takes over the fanotify group (and its mark) that
+	// a predecessor gave up with RunUntil's hand-off, in this process or
+	// before an exec, instead of creating one: the events queued in the
+	// kernel meanwhile are read by this journal, and a root the predecessor
+	// vouched for up to Inherit.Since starts without a gap. QueueSize is
+	// then the predecessor's. On an error Open leaves the descriptor open:
+	// it is still the caller's.
+	Inherit *Inherited
+}
+
+// Inherited is a fanotify group handed from one journal to its successor.
+type Inherited struct {
+	FD   int    `json:"fd"`
+	Mask uint64 `json:"mask"` // the mark's event mask
+	// FS is the filesystem of the mark (fileid.FSID in hex); the
+	// successor's roots must be on it.
+	FS string `json:"fs"`
+	// Since: every event queued before it was read, and journaled, by the
+	// predecessor; the rest are still in the group's queue.
+	Since int64 `json:"since"`
 }
 
 // Stats are counters of a Journal since Open.
@@ -103,6 +124,7 @@ type Journal struct {
 	fd          int // fanotify group (non-blocking)
 	stopFD      int // eventfd that wakes the reader at stop
 	stopping    atomic.Bool
+	keepFD      bool // Close leaves fd open: it is inherited by a successor or still the caller's
 	mask        uint64
 	markTime    int64
 	rootKeys    map[string]int      // identity key -> root index
@@ -141,7 +163,41 @@ type rootState struct {
 	lock    *os.File // flock on <dir>/journal.lock
 	nextSeq uint64
 	vouched int64 // as in state.End
+	saved   int64 // End last written to journal.state
+	since   int64 // as in state.Since
 	win     window
+	// Published for Roots (the processor owns the fields above).
+	pubVouched, pubSince, pubSeq atomic.Int64
+}
+
+// RootInfo describes one root of a running journal.
+type RootInfo struct {
+	Path    string    // canonical root path
+	Dir     string    // its changelog dir
+	Vouched time.Time // every event before it concerning the root is in a durable changelog
+	Since   time.Time // unbroken coverage since (the end of the last gap)
+	LastSeq uint64    // last changelog written
+}
+
+// Roots describes the journal's roots, in Config order.
+func (j *Journal) Roots() []RootInfo {
+	out := make([]RootInfo, len(j.roots))
+	for i, r := range j.roots {
+		out[i] = RootInfo{Path: r.path, Dir: r.dir, LastSeq: uint64(r.pubSeq.Load())}
+		if v := r.pubVouched.Load(); v > 0 {
+			out[i].Vouched = time.Unix(0, v)
+		}
+		if v := r.pubSince.Load(); v > 0 {
+			out[i].Since = time.Unix(0, v)
+		}
+	}
+	return out
+}
+
+func (r *rootState) publish() {
+	r.pubVouched.Store(r.vouched)
+	r.pubSince.Store(r.since)
+	r.pubSeq.Store(int64(r.nextSeq - 1))
 }
 
 // Open checks the roots, places the filesystem mark and prepares the first
@@ -313,19 +369,33 @@ func Open(cfg Config) (_ *Journal, err error) {
 	}
 
 	// The group and the mark.
-	fd, err := fanotifyInit(cfg.QueueSize)
-	if err != nil {
-		return nil, fmt.Errorf("journal: %w", err)
-	}
-	j.fd = fd
-	mask, dropped, err := fanotifyMarkFS(fd, j.roots[0].path)
-	if err != nil {
-		return nil, fmt.Errorf("journal: %w", err)
-	}
-	j.markTime = time.Now().UnixNano()
-	j.mask = mask
-	for _, name := range dropped {
-		j.log.Warn("journal: the kernel refused an event type; going without it", "event", name)
+	if in := cfg.Inherit; in != nil {
+		if err := checkInherited(in, j.fsid); err != nil {
+			return nil, fmt.Errorf("journal: %w", err)
+		}
+		j.fd, j.keepFD = in.FD, true // the caller's until Open succeeds
+		j.mask, j.markTime = in.Mask, in.Since
+		if err := unix.SetNonblock(in.FD, true); err != nil {
+			return nil, fmt.Errorf("journal: inherited group: %w", err)
+		}
+		if _, err := unix.FcntlInt(uintptr(in.FD), unix.F_SETFD, unix.FD_CLOEXEC); err != nil {
+			return nil, fmt.Errorf("journal: inherited group: %w", err)
+		}
+	} else {
+		fd, err := fanotifyInit(cfg.QueueSize)
+		if err != nil {
+			return nil, fmt.Errorf("journal: %w", err)
+		}
+		j.fd = fd
+		mask, dropped, err := fanotifyMarkFS(fd, j.roots[0].path)
+		if err != nil {
+			return nil, fmt.Errorf("journal: %w", err)
+		}
+		j.markTime = time.Now().UnixNano()
+		j.mask = mask
+		for _, name := range dropped {
+			j.log.Warn("journal: the kernel refused an event type; going without it", "event", name)
+		}
 	}
 
 	// Every root starts with a gap up to the mark.
@@ -338,8 +408,9 @@ func Open(cfg Config) (_ *Journal, err error) {
 	if j.stopFD, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
 		return nil, fmt.Errorf("journal: eventfd: %w", err)
 	}
+	j.keepFD = false // ours now
 	close(j.ready)
-	j.log.Info("journal: watching", "roots", len(j.roots), "filesystem", j.roots[0].path, "mask", fmt.Sprintf("%#x", mask))
+	j.log.Info("journal: watching", "inherited", cfg.Inherit != nil, "roots", len(j.roots), "filesystem", j.roots[0].path, "mask", fmt.Sprintf("%#x", j.mask))
 	return j, nil
 }
 
@@ -377,23 +448,70 @@ func (j *Journal) prepareRoot(r *rootState) error {
 		last = files[n-1].Seq
 	}
 	r.nextSeq = last + 1
-	r.vouched = st.End
-	reason := ReasonFirstStart
-	if ok {
-		reason = ReasonRestart
-		if !st.Clean {
-			j.log.Warn("journal: the previous run did not stop cleanly", "dir", r.dir)
-		}
-	}
-	from := min(st.End, j.markTime)
+	r.vouched, r.saved = st.End, st.End
 	r.win.init()
-	r.win.start = j.markTime
-	r.win.firstEmptyBefore = from
-	r.win.recs = append(r.win.recs, changelog.Record{Type: changelog.Gap, From: from, To: j.markTime, Reason: reason})
-	if err := writeState(r.dir, state{LastSeq: last, End: st.End, Clean: false, Updated: time.Now().UnixNano()}); err != nil {
+	if gapNeeded(ok, st, j.markTime) {
+		reason := ReasonFirstStart
+		if ok {
+			reason = ReasonRestart
+			if !st.Clean {
+				j.log.Warn("journal: the previous run did not stop cleanly", "dir", r.dir)
+			}
+		}
+		from := min(st.End, j.markTime)
+		r.win.start = j.markTime
+		r.win.firstEmptyBefore = from
+		r.win.recs = append(r.win.recs, changelog.Record{Type: changelog.Gap, From: from, To: j.markTime, Reason: reason})
+		r.since = j.markTime
+	} else {
+		// Handed over: the predecessor journaled everything before
+		// markTime and the rest is in the inherited queue.
+		r.since = st.Since
+	}
+	r.publish()
+	if err := writeState(r.dir, state{LastSeq: last, End: st.End, Clean: false, Since: r.since, Updated: time.Now().UnixNano()}); err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
 	return nil
+}
+
+// gapNeeded decides whether a root starts with a gap record: unless its
+// state vouches (cleanly) for every event up to the start of this journal's
+// queue, which only a hand-off of the group achieves.
+func gapNeeded(haveState bool, st state, queueStart int64) bool {
+	return !haveState || !st.Clean || st.End < queueStart
+}
+
+// checkInherited makes sure in is a fanotify group marked on filesystem fs.
+func checkInherited(in *Inherited, fs fileid.FSID) error {
+	if in.FD < 0 {
+		return fmt.Errorf("inherited group: bad descriptor %d", in.FD)
+	}
+	link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(in.FD))
+	if err != nil {
+		return fmt.Errorf("inherited group: descriptor %d: %w", in.FD, err)
+	}
+	if link != "anon_inode:[fanotify]" {
+		return fmt.Errorf("inherited group: descriptor %d is %s, not a fanotify group", in.FD, link)
+	}
+	if want := hex.EncodeToString(fs[:]); in.FS != want {
+		return fmt.Errorf("inherited group: marked on filesystem %s, the roots are on %s", in.FS, want)
+	}
+	return nil
+}
+
+// FSOf returns the filesystem (fileid.FSID in hex, as Inherited.FS) of path.
+func FSOf(path string) (string, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", fmt.Errorf("journal: %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	fs, err := fileid.FSIDOf(fd)
+	if err != nil {
+		return "", fmt.Errorf("journal: %s: %w", path, err)
+	}
+	return hex.EncodeToString(fs[:]), nil
 }
 
 // Ready is closed once the marks are in place: a gap crawl started after it
@@ -435,7 +553,7 @@ func (j *Journal) Stats() Stats {
 // that is not run, and is idempotent.
 func (j *Journal) Close() error {
 	j.closeOnce.Do(func() {
-		if j.fd >= 0 {
+		if j.fd >= 0 && !j.keepFD {
 			j.closeErr = unix.Close(j.fd)
 		}
 		if j.stopFD >= 0 {
@@ -459,9 +577,26 @@ func (j *Journal) Close() error {
 // returns an error when reading events fails or the final changelogs cannot
 // be written. Run may be called once.
 func (j *Journal) Run(ctx context.Context) error {
+	_, err := j.RunUntil(ctx, nil)
+	return err
+}
+
+// RunUntil is Run that can also end in a hand-off: when handoff is closed
+// (or receives), the journal stops as on ctx, but keeps its fanotify group
+// and returns it for a successor (Config.Inherit): every event queued
+// before Inherited.Since is in a durable changelog, marked clean, and every
+// later one is still in the group's queue. When the final changelogs cannot
+// be written it returns the error and closes the group instead (the
+// successor then starts with a gap). After a stop on ctx it returns nil, nil.
+func (j *Journal) RunUntil(ctx context.Context, handoff <-chan struct{}) (*Inherited, error) {
 	if !j.started.CompareAndSwap(false, true) {
-		return errors.New("journal: Run called twice")
+		return nil, errors.New("journal: Run called twice")
 	}
 	defer j.Close()
-	return j.run(ctx)
+	handing, err := j.run(ctx, handoff)
+	if err != nil || !handing {
+		return nil, err
+	}
+	j.keepFD = true
+	return &Inherited{FD: j.fd, Mask: j.mask, FS: hex.EncodeToString(j.fsid[:]), Since: j.drainedAt.Load()}, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/bits"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/georep/georep/internal/changelog"
@@ -97,15 +98,27 @@ type processor struct {
 	now             int64  // when processing of cur began
 }
 
-func (j *Journal) run(ctx context.Context) error {
+// stateEvery: an idle root's journal.state is rewritten when its vouched
+// time has moved on this much, so that readers in other processes see the
+// watermark advance on an idle tree.
+const stateEvery = time.Second
+
+func (j *Journal) run(ctx context.Context, handoff <-chan struct{}) (handing bool, err error) {
 	ch := make(chan batch, queueDepth)
 	free := make(chan []byte, freeBuffers)
 	readErr := make(chan error, 1)
 	go func() { readErr <- j.reader(ch, free) }()
 	stopped := make(chan struct{})
+	var handed atomic.Bool
 	go func() {
 		select {
 		case <-ctx.Done():
+		case <-handoff:
+			handed.Store(true)
+		case <-stopped:
+			return
+		}
+		{
 			// Wake the reader; it drains what is queued and closes ch.
 			j.stopping.Store(true)
 			var one [8]byte
@@ -113,7 +126,6 @@ func (j *Journal) run(ctx context.Context) error {
 			if _, err := unix.Write(j.stopFD, one[:]); err != nil {
 				j.log.Error("journal: cannot wake the event reader", "err", err)
 			}
-		case <-stopped:
 		}
 	}()
 	defer close(stopped)
@@ -139,7 +151,7 @@ func (j *Journal) run(ctx context.Context) error {
 		case b, ok := <-ch:
 			if !ok {
 				err := <-readErr
-				return p.stop(err)
+				return handed.Load() && err == nil, p.stop(err, handed.Load())
 			}
 			p.process(&b)
 			if b.big {
@@ -163,7 +175,9 @@ func (j *Journal) run(ctx context.Context) error {
 			p.flushDue(time.Now().UnixNano())
 			p.armTimer(timer)
 		case <-tick.C:
-			p.updateWatermark(p.vouch())
+			v := p.vouch()
+			p.updateWatermark(v)
+			p.vouchIdle(v)
 		}
 	}
 }
@@ -290,6 +304,34 @@ func (p *processor) updateWatermark(v int64) {
 	if wm > p.j.st.watermark.Load() {
 		p.j.st.watermark.Store(wm)
 	}
+}
+
+// vouchIdle moves the vouched time of every root with an empty window to v
+// (all its processed records are durable) and rewrites its journal.state
+// when that moved by stateEvery.
+func (p *processor) vouchIdle(v int64) {
+	for _, r := range p.j.roots {
+		if len(r.win.recs) > 0 || v <= r.vouched {
+			continue
+		}
+		r.vouched = v
+		r.publish()
+		if r.vouched-r.saved >= int64(stateEvery) {
+			p.saveState(r, false)
+		}
+	}
+}
+
+// saveState rewrites root r's journal.state.
+func (p *processor) saveState(r *rootState, clean bool) error {
+	err := writeState(r.dir, state{LastSeq: r.nextSeq - 1, End: r.vouched, Clean: clean, Since: r.since, Updated: time.Now().UnixNano()})
+	if err != nil {
+		p.j.st.writeErrors.Add(1)
+		p.j.log.Error("journal: cannot save state", "dir", r.dir, "err", err)
+		return err
+	}
+	r.saved = r.vouched
+	return nil
 }
 
 // process handles every event of a batch.
@@ -533,6 +575,9 @@ func (p *processor) meta(roots uint64, key []byte, id, parent fileid.ID, name []
 func (p *processor) gap(from, to int64, reason string) {
 	from = min(from, to)
 	p.add(p.j.allRoots, changelog.Record{Type: changelog.Gap, From: from, To: to, Reason: reason})
+	for _, r := range p.j.roots {
+		r.since = max(r.since, to)
+	}
 }
 
 func (p *processor) add(roots uint64, r changelog.Record) {
@@ -686,17 +731,16 @@ func (p *processor) flush(r *rootState, now, v int64, clean bool) error {
 	j.st.lastRollover.Store(time.Now().UnixNano())
 	w.reset()
 	r.vouched = max(r.vouched, v)
-	if err := writeState(r.dir, state{LastSeq: seq, End: r.vouched, Clean: clean, Updated: time.Now().UnixNano()}); err != nil {
-		// The changelog is durable; only the restart gap will be wider.
-		j.st.writeErrors.Add(1)
-		j.log.Error("journal: cannot save state", "dir", r.dir, "err", err)
-	}
+	r.publish()
+	// The changelog is durable; a failed state write only widens the
+	// restart gap (saveState logs it).
+	_ = p.saveState(r, clean)
 	return nil
 }
 
 // stop writes the final windows and a clean state once the reader drained
 // the queue (readErr nil) or failed.
-func (p *processor) stop(readErr error) error {
+func (p *processor) stop(readErr error, handoff bool) error {
 	j := p.j
 	now := time.Now().UnixNano()
 	v := p.vouch()
@@ -715,7 +759,8 @@ func (p *processor) stop(readErr error) error {
 			continue
 		}
 		r.vouched = max(r.vouched, v)
-		if err := writeState(r.dir, state{LastSeq: r.nextSeq - 1, End: r.vouched, Clean: clean, Updated: time.Now().UnixNano()}); err != nil && firstErr == nil {
+		r.publish()
+		if err := p.saveState(r, clean); err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
@@ -729,6 +774,6 @@ func (p *processor) stop(readErr error) error {
 	if firstErr != nil {
 		return fmt.Errorf("journal: final changelog: %w", firstErr)
 	}
-	j.log.Info("journal: stopped", "events", j.st.events.Load(), "changelogs", j.st.changelogs.Load())
+	j.log.Info("journal: stopped", "events", j.st.events.Load(), "changelogs", j.st.changelogs.Load(), "handoff", handoff)
 	return nil
 }

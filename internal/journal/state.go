@@ -27,7 +27,21 @@ type state struct {
 	Clean bool `json:"clean"`
 	// Updated is when the file was written (ns), for humans.
 	Updated int64 `json:"updated"`
+	// Since is when the journal's unbroken coverage of this root began (ns):
+	// the end of the last gap it recorded (a start after downtime, a queue
+	// overflow). A hand-off to a successor keeps it.
+	Since int64 `json:"covered_since,omitempty"`
 }
+
+// State is what a changelog dir's journal.state says, for the readers of the
+// changelogs (workers in other processes): LastSeq, End (every event before
+// it that concerns the root is in a durable changelog), Since (unbroken
+// coverage since) and whether the journal stopped cleanly.
+type State = state
+
+// ReadState reads the journal.state of a changelog dir; ok is false when
+// there is none (no journal ever wrote there).
+func ReadState(dir string) (st State, ok bool, err error) { return readState(dir) }
 
 const stateVersion = 1
 

@@ -75,8 +75,6 @@ var families = []family{
 		func(r *status.Report) float64 { return float64(r.JournalEvents) }),
 	fam("georep_journal_overflows_total", counter, "Change journal queue overflows (each costs a crawl) since the worker started.",
 		func(r *status.Report) float64 { return float64(r.JournalOverflows) }),
-	fam("georep_crawls_total", counter, "Crawls of the primary tree since the worker started.",
-		func(r *status.Report) float64 { return float64(r.Crawls) }),
 	fam("georep_last_synced_timestamp_seconds", gauge, "The stime: the secondary holds everything the primary had at this Unix time (0 = never synced).",
 		func(r *status.Report) float64 { return float64(r.StimeNS) / 1e9 }),
 	fam("georep_checkpoint_completed", gauge, "1 once the stime passed the set checkpoint, 0 before or when none is set.",
@@ -95,6 +93,7 @@ var families = []family{
 var (
 	sessionsDesc = prometheus.NewDesc("georep_sessions", "Sessions known to the daemon.", nil, nil)
 	stateDesc    = prometheus.NewDesc("georep_worker_state", "1 for the session's current worker state, 0 for the others.", []string{"session", "state"}, nil)
+	crawlsDesc   = prometheus.NewDesc("georep_crawls_total", "Crawls of the primary tree since the worker started, by reason.", []string{"session", "reason"}, nil)
 )
 
 // reportCollector turns the session reports into samples at each scrape.
@@ -105,6 +104,7 @@ type reportCollector struct {
 func (c reportCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- sessionsDesc
 	ch <- stateDesc
+	ch <- crawlsDesc
 	for _, f := range families {
 		ch <- f.desc
 	}
@@ -120,6 +120,9 @@ func (c reportCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, s := range States {
 			ch <- prometheus.MustNewConstMetric(stateDesc, gauge, b2f(r.Status == s), r.Session, s)
+		}
+		for _, reason := range status.CrawlReasonList {
+			ch <- prometheus.MustNewConstMetric(crawlsDesc, counter, float64(r.CrawlReasons[reason]), r.Session, reason)
 		}
 	}
 }

@@ -31,6 +31,26 @@ const (
 	Faulty       = "Faulty"
 )
 
+// Crawl reasons: Report.LastCrawlReason, the keys of Report.CrawlReasons
+// and the reason label of georep_crawls_total. A small fixed set.
+const (
+	CrawlFirstSync      = "first sync"           // no stime yet
+	CrawlJournalDown    = "journal not running"  // the journal started after downtime (or for the first time)
+	CrawlOverflow       = "queue overflow"       // the kernel queue overflowed
+	CrawlSizeLimit      = "size limit"           // changelogs dropped before the session applied them
+	CrawlNoPosition     = "no journal position"  // first read of this journal's changelogs
+	CrawlUnreadable     = "unreadable changelog" // a corrupt changelog
+	CrawlJournalFailure = "journal failure"      // changelog writes failed, unparsable events
+	CrawlMissingParent  = "missing parent"       // an entry whose parent the secondary lacks
+	CrawlNoJournal      = "no journal"           // periodic crawls without fanotify
+	CrawlResync         = "resync"               // georep resync of the whole tree
+	CrawlOptionsWidened = "options widened"      // sync-xattrs or sync-acls set back to true: every file's metadata again
+)
+
+// CrawlReasonList lists every crawl reason, in a stable order.
+var CrawlReasonList = []string{CrawlFirstSync, CrawlJournalDown, CrawlOverflow, CrawlSizeLimit, CrawlNoPosition,
+	CrawlUnreadable, CrawlJournalFailure, CrawlMissingParent, CrawlNoJournal, CrawlResync, CrawlOptionsWidened}
+
 // Report is one session's status. The JSON names are stable.
 type Report struct {
 	Session   string `json:"session"`
@@ -78,6 +98,14 @@ type Report struct {
 	// the data's size over its size on the wire (1 = not compressed).
 	Compression      string  `json:"compression"`
 	CompressionRatio float64 `json:"compression_ratio"`
+	// JournalDir is the changelog dir the session reads; JournalSince is
+	// when the journal's unbroken coverage of the tree began.
+	JournalDir   string     `json:"journal_dir,omitempty"`
+	JournalSince *time.Time `json:"journal_since,omitempty"`
+	// LastCrawlReason says why the last crawl happened; CrawlReasons counts
+	// this worker's crawls by reason (georep_crawls_total{reason}).
+	LastCrawlReason string           `json:"last_crawl_reason,omitempty"`
+	CrawlReasons    map[string]int64 `json:"crawl_reasons,omitempty"`
 	// Checkpoint: the set time, whether the stime passed it, and when the
 	// daemon noticed (null when it completed while no daemon watched).
 	CheckpointTime           *time.Time `json:"checkpoint_time"`
@@ -204,7 +232,7 @@ func WriteTable(w io.Writer, reports []Report, detail bool) error {
 		"REMAINING", "ETA"}
 	if detail {
 		head = append(head, "FILES SYNCED", "BYTES SYNCED", "ENTRIES REMAINING", "FILES REMAINING", "BYTES REMAINING", "RATE", "COMPRESSION",
-			"CHECKPOINT TIME", "CHECKPOINT COMPLETED", "CHECKPOINT COMPLETION TIME", "LAST ERROR")
+			"CHECKPOINT TIME", "CHECKPOINT COMPLETED", "CHECKPOINT COMPLETION TIME", "LAST ERROR", "JOURNAL", "JOURNAL SINCE", "LAST CRAWL")
 	}
 	fmt.Fprintln(tw, strings.Join(head, "\t"))
 	for _, r := range reports {
@@ -244,7 +272,7 @@ func WriteTable(w io.Writer, reports []Report, detail bool) error {
 			row = append(row, fmt.Sprint(r.FilesSynced), HumanBytes(r.BytesSynced),
 				na(fmt.Sprint(r.RemainingEntries)), na(fmt.Sprint(r.RemainingFiles)), na(HumanBytes(r.RemainingBytes)), rate, comp,
 				FormatTime(r.CheckpointTime), completed,
-				FormatTime(r.CheckpointCompletionTime), lastErr)
+				FormatTime(r.CheckpointCompletionTime), lastErr, na(r.Journal), FormatTime(r.JournalSince), na(r.LastCrawlReason))
 		}
 		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}

@@ -1,0 +1,211 @@
+package continuous
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/georep/georep/internal/changelog"
+	"github.com/georep/georep/internal/journal"
+	"github.com/georep/georep/internal/journal/service"
+	"github.com/georep/georep/internal/worker"
+	"golang.org/x/sys/unix"
+)
+
+// attach registers the session with the journal process (starting it when
+// none answers and cfg says how) and watches its changelog dir.
+func (r *runner) attach(ctx context.Context, src string) (*extJournal, error) {
+	jc := *r.cfg.Journal
+	c := service.Client{Dir: jc.Dir}
+	rs, err := c.Register(ctx, jc.Consumer, src)
+	if errors.Is(err, service.ErrNotRunning) && jc.Start != nil {
+		r.log.Info("no journal process; starting one", "dir", jc.Dir)
+		if err := jc.Start(ctx); err != nil {
+			return nil, err
+		}
+		rs, err = c.Register(ctx, jc.Consumer, src)
+	}
+	if err != nil {
+		return nil, err
+	}
+	notify, err := watchDir(ctx, rs.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", rs.Dir, err)
+	}
+	r.clDir = rs.Dir
+	r.log.Info("reading the journal process", "changelogs", rs.Dir, "covered_since", rs.CoveredSince)
+	r.update(func(s *Status) {
+		s.JournalMode, s.JournalDir, s.JournalSince = "journal process", rs.Dir, rs.CoveredSince
+	})
+	return &extJournal{cfg: jc, rootID: rs.ID, notify: notify}, nil
+}
+
+// watchDir signals (buffered, one pending at most) when a file lands in
+// dir: a changelog or a new journal.state. It stops with ctx.
+func watchDir(ctx context.Context, dir string) (<-chan struct{}, error) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "inotify:"+dir) // non-blocking: the runtime poller waits
+	ch := make(chan struct{}, 1)
+	go func() {
+		<-ctx.Done()
+		f.Close()
+	}()
+	go func() {
+		buf := make([]byte, 64<<10)
+		for {
+			if _, err := f.Read(buf); err != nil {
+				return
+			}
+			select {
+			case ch <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return ch, nil
+}
+
+// journalCountersEvery is how often the worker asks the journal process
+// for its counters (status and metrics only).
+const journalCountersEvery = 5 * time.Second
+
+// journalCounters refreshes the journal's event and overflow counters in
+// the status, at most every journalCountersEvery.
+func (r *runner) journalCounters(ctx context.Context) {
+	ext := r.ext
+	if time.Since(ext.countersAt) < journalCountersEvery {
+		return
+	}
+	ext.countersAt = time.Now()
+	st, err := service.Client{Dir: ext.cfg.Dir}.Status(ctx)
+	if err != nil {
+		r.log.Debug("journal process status", "err", err)
+		return
+	}
+	for _, rs := range st.Roots {
+		if rs.Dir == r.clDir {
+			r.update(func(s *Status) { s.JournalEvents, s.JournalOverflows = rs.Events, rs.Overflows })
+		}
+	}
+}
+
+// extBatch takes the changelogs of the journal process after this
+// session's position, applies them (crawling for a gap), advances the
+// stime and then the position. It reports whether more are waiting.
+func (r *runner) extBatch(ctx context.Context, sess *worker.Session) (bool, error) {
+	ext := r.ext
+	// journal.state before the listing: a changelog it counts is listed
+	// (or gone), and its End vouches for the changelogs listed.
+	st, _, err := journal.ReadState(r.clDir)
+	if err != nil {
+		return false, err
+	}
+	files, err := changelog.List(r.clDir)
+	if err != nil {
+		return false, err
+	}
+	pos, have, err := service.ReadPosition(r.clDir, ext.cfg.Consumer)
+	if err != nil {
+		r.log.Warn("unreadable journal position; crawling", "err", err)
+		have = false
+	}
+	sel := service.Select(pos, have, ext.rootID, st, files)
+	r.journalCounters(ctx)
+	r.update(func(s *Status) {
+		s.PendingChangelogs = len(sel.Take)
+		if st.Since > 0 {
+			s.JournalSince = time.Unix(0, st.Since)
+		}
+		if len(sel.Take) == 0 && sel.Gap == "" {
+			s.LagSeconds = 0
+			if s.Stime > 0 {
+				s.Crawl = CrawlChangelog
+			}
+		}
+	})
+	if len(sel.Take) == 0 && sel.Gap == "" {
+		if r.cfg.IdleStimeInterval > 0 && r.st.Stime > 0 && st.End-r.st.Stime >= int64(r.cfg.IdleStimeInterval) {
+			return false, r.commit(ctx, sess, st.End)
+		}
+		return false, nil
+	}
+	start := time.Now().UnixNano()
+	var recs []changelog.Record
+	if sel.Gap != "" {
+		recs = append(recs, changelog.Record{Type: changelog.Gap, From: r.st.Stime, To: start, Reason: sel.Gap})
+	}
+	var end, oldest int64
+	through := sel.Through
+	taken := 0
+	for _, f := range sel.Take {
+		h, rs, tr, err := changelog.ReadFile(f.Path)
+		if err != nil {
+			reason := gapUnreadable
+			if errors.Is(err, fs.ErrNotExist) {
+				reason = service.GapDropped // deleted at the size limit meanwhile
+			}
+			r.log.Error("changelog not readable; crawling instead", "file", f.Path, "err", err)
+			rs = []changelog.Record{{Type: changelog.Gap, From: r.st.Stime, To: start, Reason: reason}}
+			tr.End = start
+		}
+		if oldest == 0 {
+			oldest = h.Start
+		}
+		recs = append(recs, rs...)
+		end = tr.End
+		taken++
+		through = f.Seq
+		if len(recs) >= r.cfg.BatchSize {
+			break
+		}
+	}
+	if taken == 0 {
+		end = start // a crawl alone: it covers everything before it started
+	}
+	if oldest > 0 {
+		r.setOldest(oldest)
+		r.update(func(s *Status) {})
+	}
+	applyStart := time.Now()
+	job, crawled, err := r.plan(ctx, sess, recs, oldest)
+	if err != nil {
+		return false, err
+	}
+	if err := r.execute(ctx, sess, job, crawled); err != nil {
+		return false, err
+	}
+	if err := r.commit(ctx, sess, end); err != nil {
+		return false, err
+	}
+	if crawled {
+		r.metaSynced()
+	}
+	r.applied(applyStart)
+	if err := service.WritePosition(r.clDir, ext.cfg.Consumer, service.Position{Root: ext.rootID, Seq: through}); err != nil {
+		return false, err
+	}
+	more := taken < len(sel.Take)
+	r.update(func(s *Status) {
+		s.Batches++
+		if !crawled {
+			s.Crawl = CrawlChangelog
+		}
+		s.PendingChangelogs = len(sel.Take) - taken
+	})
+	if !more {
+		r.setOldest(0)
+		r.update(func(*Status) {})
+	}
+	r.log.Debug("batch applied", "changelogs", taken, "records", len(recs), "through", through, "job", job.String(), "crawl", crawled)
+	return more, nil
+}
