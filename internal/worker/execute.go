@@ -312,8 +312,8 @@ type xfer struct {
 	// settled is the size of the files whose outcome is known (answered,
 	// or failed before sending): the progress toward TotalBytes that an
 	// ETA can be taken from, whatever travelled (a delta, a batch).
-	settled  atomic.Int64
-	root     bool // euid 0: trusted.* xattrs travel
+	settled atomic.Int64
+	root    bool // euid 0: trusted.* xattrs travel
 }
 
 // fileDone counts one file whose outcome is known.
