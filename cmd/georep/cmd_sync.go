@@ -35,6 +35,7 @@ example:
 type syncFlags struct {
 	stateDir, sshCommand, remoteGeorep, logFormat  string
 	json, noProgress, fakeSuper, noXattrs, verbose bool
+	force, checksum                                bool
 	jobs, passes, reconnects                       int
 	excludes                                       cli.StringList
 }
@@ -54,6 +55,8 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.passes, "passes", 3, "crawl passes before giving up on failing entries")
 	fs.IntVar(&f.reconnects, "reconnects", 20, "connection attempts (with exponential backoff) before giving up")
 	fs.Var(&f.excludes, "exclude", "top-level name not to replicate (repeatable)")
+	fs.BoolVar(&f.force, "force", false, "accept a secondary that holds another primary's replica (its content is adopted by path)")
+	fs.BoolVar(&f.checksum, "checksum", false, "compare the content of files whose size and mtime match (rsync -c), repairing drift on the secondary")
 }
 
 // syncSummary is the --json output.
@@ -92,7 +95,7 @@ func runSync(ctx context.Context, args []string) error {
 	absState, _ := filepath.Abs(string(stateDir))
 	cfg := worker.Config{Source: src, Dest: dst, SSHCommand: f.sshCommand, RemoteGeorep: f.remoteGeorep, Logger: log,
 		SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, Excludes: f.excludes,
-		ExcludePaths: []string{absState}, Progress: progress,
+		ExcludePaths: []string{absState}, Progress: progress, Force: f.force, Checksum: f.checksum,
 		// Over a network the last syncfs runs on the secondary after the
 		// sync returns; its stime is recorded only once that is done.
 		DeferDurability: dst.Host != "", PrefetchWalk: true}

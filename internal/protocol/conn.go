@@ -104,7 +104,7 @@ func (c *Conn) readLoop() {
 		if err != nil {
 			rerr = err
 		} else if e, ok := m.(*Error); ok {
-			rerr = fmt.Errorf("secondary: %s", e.Msg)
+			rerr = fmt.Errorf("secondary: %w", e)
 		}
 		if fn(m, rerr) {
 			c.mu.Lock()

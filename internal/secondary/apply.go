@@ -58,7 +58,7 @@ func (a *Agent) applyOp(op plan.Op) error {
 	case plan.Symlink, plan.Mknod:
 		return a.mkspecial(op.ID, op.To, op.Entry)
 	case plan.Adopt:
-		return a.adopt(op.ID, op.To, op.Entry)
+		return a.adopt(op.ID, op.To, op.From, op.Entry)
 	case plan.Unlink:
 		return a.unlink(op.ID, op.From)
 	case plan.RemoveTree:
@@ -367,7 +367,7 @@ func (a *Agent) installIndex(id fileid.ID, tmp string) error {
 }
 
 // adopt claims an unknown entry at s as id.
-func (a *Agent) adopt(id fileid.ID, s tree.Slot, e *tree.Entry) error {
+func (a *Agent) adopt(id fileid.ID, s, rekey tree.Slot, e *tree.Entry) error {
 	pfd, err := a.slotFD(s)
 	if err != nil {
 		return err
@@ -376,14 +376,20 @@ func (a *Agent) adopt(id fileid.ID, s tree.Slot, e *tree.Entry) error {
 	if err != nil {
 		return err
 	}
+	if e != nil && tree.KindOf(st.Mode) != e.Kind {
+		return fmt.Errorf("cannot adopt a %s as a %s", tree.KindOf(st.Mode), e.Kind)
+	}
 	if have := a.idx.lookupIno(st.Ino); have != "" {
 		if have == id {
 			return nil
 		}
-		return fmt.Errorf("cannot adopt: the entry is %s already", have.Short())
-	}
-	if e != nil && tree.KindOf(st.Mode) != e.Kind {
-		return fmt.Errorf("cannot adopt a %s as a %s", tree.KindOf(st.Mode), e.Kind)
+		if rekey != s || have == a.rootID {
+			return fmt.Errorf("cannot adopt: the entry is %s already", have.Short())
+		}
+		// Known under an ID the primary no longer has: it takes the new one.
+		if err := a.forgetIdentity(have, st.Mode&unix.S_IFMT == unix.S_IFDIR); err != nil {
+			return err
+		}
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return a.setDirRecord(id, &dirRec{ino: st.Ino, parent: s.Parent, name: s.Name})
@@ -411,6 +417,31 @@ func (a *Agent) adopt(id fileid.ID, s tree.Slot, e *tree.Entry) error {
 	a.idx.mu.Lock()
 	a.idx.files[id] = st.Ino
 	a.idx.byIno[st.Ino] = id
+	a.idx.mu.Unlock()
+	return nil
+}
+
+// forgetIdentity drops the index entry of old, an ID the primary no longer
+// has, before its entry is adopted under a new one. For a directory, the
+// records of the directories inside it are re-pointed by the adoption
+// (setDirRecord) and their own adoptions; until then they name old, which
+// dirFD resolves through the tree again (reindexDirs) when needed.
+func (a *Agent) forgetIdentity(old fileid.ID, isDir bool) error {
+	if isDir {
+		a.dropDirRecord(old)
+		a.dirGen.Add(1)
+		return nil
+	}
+	if err := unix.Unlinkat(a.rootFD, fileIndexPath(old), 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("forget %s: %w", old.Short(), err)
+	}
+	a.idx.mu.Lock()
+	if ino, ok := a.idx.files[old]; ok {
+		if a.idx.byIno[ino] == old {
+			delete(a.idx.byIno, ino)
+		}
+		delete(a.idx.files, old)
+	}
 	a.idx.mu.Unlock()
 	return nil
 }

@@ -139,6 +139,18 @@ func (a *Agent) loadIndex() error {
 			if !id.Valid() {
 				continue
 			}
+			if owner, ok := ix.byIno[rec.ino]; ok {
+				if _, isFile := ix.files[owner]; isFile {
+					// The file index is kept by the kernel (hardlinks); a
+					// directory record naming a file's inode number is
+					// stale (the directory went, its inode was reused).
+					a.log.Debug("dropping a stale directory record", "id", id.Short())
+					if !a.readOnly {
+						unix.Unlinkat(a.rootFD, p, 0)
+					}
+					continue
+				}
+			}
 			ix.dirs[id] = rec
 			ix.byIno[rec.ino] = id
 		}
@@ -353,3 +365,18 @@ func (ix *index) dirPath(id fileid.ID) (string, error) {
 }
 
 var errUnknownDir = errors.New("directory not in the secondary's index")
+
+// kindMatches reports whether id is indexed as a directory exactly when
+// isDir: a record whose inode number was reused by an entry of the other
+// kind is stale.
+func (ix *index) kindMatches(id fileid.ID, isDir bool) bool {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	if _, ok := ix.dirs[id]; ok {
+		return isDir
+	}
+	if _, ok := ix.files[id]; ok {
+		return !isDir
+	}
+	return true
+}

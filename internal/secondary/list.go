@@ -27,6 +27,12 @@ func (a *Agent) entryOf(dirfd int, parent fileid.ID, name string, st *unix.Stat_
 		e.Rdev = st.Rdev
 	}
 	e.ID = a.idx.lookupIno(st.Ino)
+	if e.ID != "" && e.ID != a.rootID && !a.idx.kindMatches(e.ID, e.Kind == tree.KindDir) {
+		// A record pointing at an inode number now used by an entry of
+		// another kind (the directory was removed behind georep's back and
+		// its inode reused): it names nothing of ours.
+		e.ID = ""
+	}
 	if e.ID != "" && e.Kind != tree.KindDir && e.Nlink > 0 {
 		e.Nlink-- // the index link
 	}
@@ -98,9 +104,10 @@ type listDir struct {
 }
 
 // list streams the whole tree (but .georep) as ListChunks, then ListEnd.
-// Directories georep does not know are listed but not entered: their
-// content has no slots until they are adopted. Directory records found out
-// of date are repaired on the way.
+// Directories georep does not know are entered too, at any depth: such a
+// directory is listed under a stand-in ID (plan.UnknownDir) that names it
+// as the parent of what it holds, so the crawl can adopt it and its content
+// by path. Directory records found out of date are repaired on the way.
 func (a *Agent) list(reqID uint64) error {
 	a.repairStagedDirRecords()
 	// Staged directories (left between two places by a crash) are walked
@@ -278,14 +285,22 @@ func (a *Agent) listOne(job listDir) ([]*tree.Entry, []listDir, error) {
 			}
 			e := a.entryOf(fd, job.id, n, &st)
 			out = append(out, e)
-			if e.Kind == tree.KindDir && e.ID != "" {
-				a.fixDirRecord(e.ID, job.id, n, st.Ino)
-				rel := n
-				if job.rel != "." {
-					rel = job.rel + "/" + n
-				}
-				subs = append(subs, listDir{rel: rel, id: e.ID})
+			if e.Kind != tree.KindDir {
+				continue
 			}
+			switch {
+			case e.ID == "":
+				// Unknown: entered too, under a stand-in ID the crawl
+				// replaces when it adopts the directory by path.
+				e.ID = plan.UnknownDir(st.Ino)
+			case !plan.IsUnknownDir(job.id):
+				a.fixDirRecord(e.ID, job.id, n, st.Ino)
+			}
+			rel := n
+			if job.rel != "." {
+				rel = job.rel + "/" + n
+			}
+			subs = append(subs, listDir{rel: rel, id: e.ID})
 		}
 		if rerr != nil || len(names) == 0 {
 			break

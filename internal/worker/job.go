@@ -226,6 +226,14 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 			primByID[e.ID] = e
 		}
 	}
+	// Entries the secondary holds under no ID the primary has are matched
+	// by path first (seeded, foreign or partially indexed secondaries).
+	var limbo []fileid.ID
+	if end != nil {
+		limbo = end.Limbo
+	}
+	ad := plan.AdoptByPath(in.Want, sec, limbo, rootID)
+	sec = ad.Have
 	secByID := map[fileid.ID]*tree.Entry{}
 	for _, e := range sec {
 		in.Have[e.Slot] = e
@@ -268,6 +276,7 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 	}
 	plan.SortSlots(in.Slots)
 	p := plan.Make(in)
+	p.Ops = append(ad.Ops, p.Ops...)
 	// Staged or linkless files and directories the primary no longer has.
 	for _, id := range limboDead {
 		if in.IDs[id].Kind == tree.KindDir || secByID[id] == nil {
@@ -300,7 +309,11 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 	adoptedOld := map[fileid.ID]*tree.Entry{}
 	for _, op := range p.Ops {
 		if op.Kind == plan.Adopt {
-			adoptedOld[op.ID] = in.Have[op.To]
+			if old, ok := ad.Old[op.ID]; ok {
+				adoptedOld[op.ID] = old
+			} else {
+				adoptedOld[op.ID] = in.Have[op.To]
+			}
 		}
 	}
 	// New content replaces a file by rename on the secondary, which changes

@@ -48,6 +48,14 @@ type Config struct {
 	ExcludePaths []string
 	// ReadOnly opens a session that only reads the secondary (verify).
 	ReadOnly bool
+	// Force accepts a secondary that holds another primary's replica.
+	Force bool
+	// Check only asks whether the secondary would accept the session
+	// (session create): the agent creates, locks and resets nothing.
+	Check bool
+	// Checksum compares the content of files whose size and mtime match
+	// (rsync -c): drift on the secondary that kept both is repaired.
+	Checksum bool
 	// RemoteGeorep is the georep command on the secondary host.
 	RemoteGeorep string
 	// Progress, when set, is called about every 200 ms during data transfer.
@@ -206,7 +214,7 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 		}
 	}
 	m, err := s.conn.CallThen(hctx, &protocol.Hello{Version: protocol.Version, Software: Version, RootID: s.rootID, Session: src, FakeSuper: cfg.FakeSuper, ReadOnly: cfg.ReadOnly,
-		DeferDurability: cfg.DeferDurability}, listFirst)
+		DeferDurability: cfg.DeferDurability, Force: cfg.Force, Check: cfg.Check}, listFirst)
 	if err != nil {
 		s.Close()
 		if errors.Is(err, protocol.ErrClosed) && cfg.Dest.Host != "" {
