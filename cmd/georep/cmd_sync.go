@@ -183,8 +183,10 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 	if corrupt {
 		cfg.Logger.Warn("this sync's stime record is unreadable (a crash while it was written?); taking the secondary's", "path", filepath.Join(recDir, "stime"))
 	}
+	// The older of the two records; none when the secondary has none (a
+	// new or lost index: nothing there is covered).
 	stime := sess.Hello.Stime
-	if primStime != 0 && (stime == 0 || primStime < stime) {
+	if stime != 0 && primStime != 0 && primStime < stime {
 		stime = primStime
 	}
 	if passes < 1 {

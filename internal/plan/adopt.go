@@ -91,6 +91,7 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 		sortEntries(cs)
 	}
 	ad := Adoption{Old: map[fileid.ID]*tree.Entry{}}
+	rekeyed := map[fileid.ID]fileid.ID{}
 	visited := map[fileid.ID]bool{}
 	var visit func(secParent, parent fileid.ID)
 	visit = func(secParent, parent fileid.ID) {
@@ -110,6 +111,7 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 				op := Op{Kind: Adopt, ID: w.ID, To: s, Entry: w}
 				if dead {
 					op.From = s
+					rekeyed[h.ID] = w.ID
 				}
 				ad.Ops = append(ad.Ops, op)
 				onSec[w.ID] = true
@@ -156,6 +158,15 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 	sortIDs(rest)
 	for _, p := range rest {
 		visit(p, p)
+	}
+	// Other links of a re-keyed file now bear the new ID on the secondary.
+	for _, h := range ad.Have {
+		if h.Kind == tree.KindDir || h.ID == "" {
+			continue
+		}
+		if id, ok := rekeyed[h.ID]; ok {
+			h.ID = id
+		}
 	}
 	return ad
 }

@@ -92,13 +92,16 @@ func (a *Agent) stage(id fileid.ID, s tree.Slot) error {
 		return err
 	}
 	have := a.idx.lookupIno(st.Ino)
+	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 	if have != id {
-		if id == "" {
-			return nil // someone else's entry became one of ours: nothing to stage
+		if id == "" && !isDir && have != "" && st.Nlink > 2 {
+			// An unknown link of an inode adopted since it was listed (cp -a
+			// kept a hardlink the primary does not have): this link goes,
+			// the inode stays with its other links.
+			return unix.Renameat(pfd, s.Name, a.tmpFD, strayName())
 		}
 		return nil // the slot holds something else now: this op was applied before
 	}
-	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 	if id == "" {
 		return unix.Renameat(pfd, s.Name, a.tmpFD, strayName())
 	}

@@ -364,8 +364,10 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 		if dataDiff {
 			job.Data = append(job.Data, DataItem{Entry: e, Hint: e.Slot, Old: old})
 		}
-		// New content is a new inode on the secondary: its xattrs go again.
-		metaDiff := dataDiff || old.Meta.Mode != e.Meta.Mode || old.Meta.UID != e.Meta.UID || old.Meta.GID != e.Meta.GID ||
+		// New content is a new inode on the secondary: its xattrs go again;
+		// so do an adopted entry's, which georep never saw.
+		_, adopted := adoptedOld[e.ID]
+		metaDiff := dataDiff || adopted || old.Meta.Mode != e.Meta.Mode || old.Meta.UID != e.Meta.UID || old.Meta.GID != e.Meta.GID ||
 			(e.Kind != tree.KindDir && old.Meta.Mtime != e.Meta.Mtime) || e.Ctime > stime || stime == 0 || old.Kind != e.Kind
 		if metaDiff || (e.Kind == tree.KindDir && (touchedDirs[e.ID] || old.Meta.Mtime != e.Meta.Mtime)) {
 			job.Meta = append(job.Meta, MetaItem{Entry: e, Hint: e.Slot, Full: metaDiff})
