@@ -192,6 +192,7 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 	if passes < 1 {
 		passes = 1
 	}
+	confirming := false
 	for pass := 1; pass <= passes; pass++ {
 		sum.Passes = pass
 		sess.ResetFailures()
@@ -219,6 +220,16 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 		}()
 		err = sess.Execute(ctx, job)
 		<-kept
+		if err == nil && job.Adoptions() > 0 && !confirming {
+			// Entries were matched by path: one more crawl (not counted as
+			// a pass) confirms the secondary now equals the primary before
+			// the stime says so.
+			confirming = true
+			pass--
+			stime = start // what that pass applied is there
+			cfg.Logger.Info("adopted entries by path; crawling once more to confirm", "adopted", job.Adoptions())
+			continue
+		}
 		if err == nil {
 			if err := sess.CommitStime(ctx, start); err != nil {
 				return stime, err

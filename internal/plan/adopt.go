@@ -90,6 +90,19 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 	for _, cs := range children {
 		sortEntries(cs)
 	}
+	wantByID := map[fileid.ID]*tree.Entry{}
+	for _, w := range want {
+		if prev, ok := wantByID[w.ID]; !ok || w.Parent < prev.Parent || w.Parent == prev.Parent && w.Name < prev.Name {
+			wantByID[w.ID] = w
+		}
+	}
+	type cand struct {
+		e    *tree.Entry
+		dead bool
+		old  fileid.ID
+	}
+	cands := map[fileid.ID][]cand{}
+	var order []fileid.ID
 	ad := Adoption{Old: map[fileid.ID]*tree.Entry{}}
 	rekeyed := map[fileid.ID]fileid.ID{}
 	visited := map[fileid.ID]bool{}
@@ -106,7 +119,17 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 			unknown := h.ID == "" || IsUnknownDir(h.ID)
 			dead := !unknown && !alive[h.ID]
 			w := want[s]
-			if (unknown || dead) && w != nil && w.Kind == h.Kind && (w.Kind == tree.KindDir || w.Kind == tree.KindRegular) &&
+			if (unknown || dead) && w != nil && w.Kind == h.Kind && w.Kind == tree.KindRegular && !onSec[w.ID] {
+				// Chosen below, among the links of w.ID the secondary
+				// holds: one whose content matches is adopted first.
+				ad.Have = append(ad.Have, &c)
+				if _, ok := cands[w.ID]; !ok {
+					order = append(order, w.ID)
+				}
+				cands[w.ID] = append(cands[w.ID], cand{e: &c, dead: dead, old: h.ID})
+				continue
+			}
+			if (unknown || dead) && w != nil && w.Kind == h.Kind && w.Kind == tree.KindDir &&
 				!onSec[w.ID] && w.ID != rootID {
 				op := Op{Kind: Adopt, ID: w.ID, To: s, Entry: w}
 				if dead {
@@ -158,6 +181,26 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 	sortIDs(rest)
 	for _, p := range rest {
 		visit(p, p)
+	}
+	for _, id := range order {
+		w := wantByID[id]
+		cs := cands[id]
+		best := cs[0]
+		for _, c := range cs {
+			if c.e.Size == w.Size && c.e.Meta.Mtime == w.Meta.Mtime {
+				best = c
+				break
+			}
+		}
+		op := Op{Kind: Adopt, ID: id, To: best.e.Slot, Entry: want[best.e.Slot]}
+		if best.dead {
+			op.From = best.e.Slot
+			rekeyed[best.old] = id
+		}
+		ad.Ops = append(ad.Ops, op)
+		old := *best.e
+		ad.Old[id] = &old
+		best.e.ID = id
 	}
 	// Other links of a re-keyed file now bear the new ID on the secondary.
 	for _, h := range ad.Have {

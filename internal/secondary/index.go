@@ -308,6 +308,26 @@ func readlinkAt(dirfd int, rel string) (string, error) {
 }
 
 // lookupIno returns the ID of an inode, or "".
+// lookup is the ID of the entry st describes: lookupIno, less a record
+// that names an entry of the other kind (stale: a directory removed
+// behind georep's back whose inode number a file now has, or the reverse).
+func (ix *index) lookup(st *unix.Stat_t) fileid.ID {
+	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	id := ix.byIno[st.Ino]
+	if id == "" || id == ix.root {
+		return id
+	}
+	if _, ok := ix.dirs[id]; ok && !isDir {
+		return ""
+	}
+	if _, ok := ix.files[id]; ok && isDir {
+		return ""
+	}
+	return id
+}
+
 func (ix *index) lookupIno(ino uint64) fileid.ID {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
@@ -366,17 +386,3 @@ func (ix *index) dirPath(id fileid.ID) (string, error) {
 
 var errUnknownDir = errors.New("directory not in the secondary's index")
 
-// kindMatches reports whether id is indexed as a directory exactly when
-// isDir: a record whose inode number was reused by an entry of the other
-// kind is stale.
-func (ix *index) kindMatches(id fileid.ID, isDir bool) bool {
-	ix.mu.Lock()
-	defer ix.mu.Unlock()
-	if _, ok := ix.dirs[id]; ok {
-		return isDir
-	}
-	if _, ok := ix.files[id]; ok {
-		return !isDir
-	}
-	return true
-}

@@ -26,13 +26,7 @@ func (a *Agent) entryOf(dirfd int, parent fileid.ID, name string, st *unix.Stat_
 	if e.Kind == tree.KindChar || e.Kind == tree.KindBlock {
 		e.Rdev = st.Rdev
 	}
-	e.ID = a.idx.lookupIno(st.Ino)
-	if e.ID != "" && e.ID != a.rootID && !a.idx.kindMatches(e.ID, e.Kind == tree.KindDir) {
-		// A record pointing at an inode number now used by an entry of
-		// another kind (the directory was removed behind georep's back and
-		// its inode reused): it names nothing of ours.
-		e.ID = ""
-	}
+	e.ID = a.idx.lookup(st)
 	if e.ID != "" && e.Kind != tree.KindDir && e.Nlink > 0 {
 		e.Nlink-- // the index link
 	}
@@ -382,7 +376,7 @@ func (a *Agent) reindexDirs() error {
 			if err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 				continue
 			}
-			cid := a.idx.lookupIno(st.Ino)
+			cid := a.idx.lookup(&st)
 			if cid == "" || seen[cid] {
 				continue
 			}
@@ -408,7 +402,7 @@ func (a *Agent) reindexDirs() error {
 		if err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue
 		}
-		cid := a.idx.lookupIno(st.Ino)
+		cid := a.idx.lookup(&st)
 		if cid == "" || seen[cid] {
 			continue
 		}

@@ -52,6 +52,17 @@ func (j *Job) Empty() bool {
 	return len(j.Plan.Ops) == 0 && len(j.Plan.NewFiles) == 0 && len(j.Data) == 0 && len(j.Meta) == 0
 }
 
+// Adoptions counts the entries the job adopts (matched by path).
+func (j *Job) Adoptions() int {
+	n := 0
+	for _, op := range j.Plan.Ops {
+		if op.Kind == plan.Adopt {
+			n++
+		}
+	}
+	return n
+}
+
 // Counts for logs and summaries.
 func (j *Job) String() string {
 	return fmt.Sprintf("%d entry ops, %d new files, %d changed files, %d metadata", len(j.Plan.Ops), len(j.Plan.NewFiles), len(j.Data), len(j.Meta))
