@@ -159,9 +159,7 @@ func runSync(ctx context.Context, args []string) error {
 		}
 	}
 	if runErr != nil {
-		if !f.json {
-			fmt.Fprintf(os.Stderr, "georep sync: %v\n", runErr)
-		}
+		fmt.Fprintf(os.Stderr, "georep sync: %v\n", runErr) // with --json too: stdout stays the summary
 		return errExit1
 	}
 	return nil

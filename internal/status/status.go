@@ -29,6 +29,9 @@ const (
 	Paused       = "Paused"
 	Stopped      = "Stopped"
 	Faulty       = "Faulty"
+	// Fenced: the secondary was promoted to a primary (georep promote) and
+	// refuses this session; LAST ERROR names the promotion and its undo.
+	Fenced = "Fenced"
 )
 
 // Report is one session's status. The JSON names are stable.
@@ -36,8 +39,8 @@ type Report struct {
 	Session   string `json:"session"`
 	Primary   string `json:"primary"`
 	Secondary string `json:"secondary"`
-	// Status is Created, Initializing, Active, Passive, Paused, Stopped or
-	// Faulty.
+	// Status is Created, Initializing, Active, Passive, Paused, Stopped,
+	// Faulty or Fenced.
 	Status string `json:"status"`
 	// CrawlStatus is "Hybrid Crawl" (crawling the tree), "Changelog Crawl"
 	// (following the journal) or "" (not running).
