@@ -102,6 +102,13 @@ func runSync(ctx context.Context, args []string) error {
 	if err := tf.apply(&cfg); err != nil {
 		return cli.Usagef("%v", err)
 	}
+	// Files the last run read too soon after a change go again.
+	suspectPath := filepath.Join(recDir, "suspects.json")
+	if b, err := os.ReadFile(suspectPath); err == nil {
+		if err := json.Unmarshal(b, &cfg.Suspects); err != nil {
+			log.Warn("unreadable list of recently changed files; ignored", "path", suspectPath, "err", err)
+		}
+	}
 	started := time.Now()
 	sum := syncSummary{Source: src, Destination: dst.String()}
 	var stime int64
@@ -236,6 +243,13 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 				return start, fmt.Errorf("record stime: %w", err)
 			}
 			os.Remove(filepath.Join(recDir, "failures.json"))
+			if sus := sess.Suspects(); len(sus) > 0 {
+				if err := state.WriteJSON(filepath.Join(recDir, "suspects.json"), sus); err != nil {
+					return start, fmt.Errorf("record the recently changed files: %w", err)
+				}
+			} else {
+				os.Remove(filepath.Join(recDir, "suspects.json"))
+			}
 			return start, nil
 		}
 		if !worker.IsFailures(err) {

@@ -59,6 +59,10 @@ func (s *Session) Execute(ctx context.Context, job *Job) error {
 		return err
 	}
 	t1 := time.Now()
+	if err := s.checkContent(ctx, job); err != nil { // check.go
+		waitOps()
+		return err
+	}
 	waitData, err := s.transferData(ctx, job)
 	if err != nil {
 		waitOps()
@@ -475,6 +479,9 @@ func (x *xfer) sendFile(ctx context.Context, t dataTask, b *batch) error {
 	if err := unix.Fstat(fd, &st); err == nil {
 		e.Size = st.Size
 		e.Meta = tree.Meta{Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}
+		if racy(st.Ctim, time.Now()) {
+			s.suspect.add(e.ID) // see racy.go
+		}
 	}
 	var xattrs []protocol.Xattr
 	if !s.cfg.NoXattrs {
@@ -496,6 +503,11 @@ func (x *xfer) sendFile(ctx context.Context, t dataTask, b *batch) error {
 			x.filesDone.Add(1)
 			s.fail(Failure{ID: e.ID, Path: s.pathOf(job, e.ID, firstSlot(t.slots)), Op: "DATA", Error: err.Error(), Errno: errno(err)})
 			return nil
+		}
+		var after unix.Stat_t
+		if unix.Fstat(fd, &after) == nil && changedWhileRead(&st, &after) {
+			// Read again by the next pass (racy.go); this one fails.
+			s.fail(Failure{ID: e.ID, Path: s.pathOf(job, e.ID, firstSlot(t.slots)), Op: "DATA", Error: "changed while it was read"})
 		}
 		b.files = append(b.files, batchFile{id: e.ID, slot: firstSlot(t.slots)})
 		x.bytesDone.Add(e.Size)

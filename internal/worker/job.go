@@ -21,6 +21,10 @@ type Job struct {
 	Data []DataItem
 	// Meta lists files whose metadata must be (re)applied.
 	Meta []MetaItem
+	// Check lists files whose size and mtime match the secondary's but
+	// whose content is compared by hash (--checksum, or read too soon
+	// after a change by an earlier sync); those that differ go as data.
+	Check []DataItem
 	// Unreadable lists primary directories the crawl could not read; each
 	// is reported as a failure and its secondary content left alone.
 	Unreadable []scan.Unreadable
@@ -49,7 +53,7 @@ type MetaItem struct {
 
 // Empty reports whether the job has nothing to do.
 func (j *Job) Empty() bool {
-	return len(j.Plan.Ops) == 0 && len(j.Plan.NewFiles) == 0 && len(j.Data) == 0 && len(j.Meta) == 0
+	return len(j.Plan.Ops) == 0 && len(j.Plan.NewFiles) == 0 && len(j.Data) == 0 && len(j.Meta) == 0 && len(j.Check) == 0
 }
 
 // Adoptions counts the entries the job adopts (matched by path).
@@ -157,7 +161,14 @@ func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
 		prim[i] = &w.entries[i]
 	}
 	secEntries = keepUnreadable(secEntries, w.unreadable)
-	job := diff(prim, &w.root, secEntries, end, s.rootID, stime)
+	var suspect map[fileid.ID]bool
+	if len(s.cfg.Suspects) > 0 {
+		suspect = map[fileid.ID]bool{}
+		for _, id := range s.cfg.Suspects {
+			suspect[id] = true
+		}
+	}
+	job := diff(prim, &w.root, secEntries, end, s.rootID, stime, suspect, s.cfg.Checksum)
 	s.log.Debug("crawl timings", "list", listed.Round(time.Millisecond), "walk_wait", walked.Round(time.Millisecond),
 		"diff", (time.Since(t0) - walked).Round(time.Millisecond), "primary", len(prim), "secondary", len(secEntries))
 	job.Unreadable = w.unreadable
@@ -228,7 +239,11 @@ func keepUnreadable(sec []*tree.Entry, unreadable []scan.Unreadable) []*tree.Ent
 }
 
 // diff is the pure part of a crawl.
-func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *protocol.ListEnd, rootID fileid.ID, stime int64) *Job {
+// suspect lists files whose content goes again whatever their size and
+// mtime say (read too soon after a change by an earlier sync).
+// With checksum, every file whose size and mtime match is compared by
+// content, and all metadata (xattrs included) is applied again.
+func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *protocol.ListEnd, rootID fileid.ID, stime int64, suspect map[fileid.ID]bool, checksum bool) *Job {
 	in := plan.Input{Want: map[tree.Slot]*tree.Entry{}, Have: map[tree.Slot]*tree.Entry{}, IDs: map[fileid.ID]plan.IDInfo{}}
 	primByID := map[fileid.ID]*tree.Entry{}
 	for _, e := range prim {
@@ -374,11 +389,13 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 		dataDiff := e.Kind == tree.KindRegular && (old.Size != e.Size || old.Meta.Mtime != e.Meta.Mtime)
 		if dataDiff {
 			job.Data = append(job.Data, DataItem{Entry: e, Hint: e.Slot, Old: old})
+		} else if e.Kind == tree.KindRegular && (checksum || suspect[e.ID]) {
+			job.Check = append(job.Check, DataItem{Entry: e, Hint: e.Slot, Old: old})
 		}
 		// New content is a new inode on the secondary: its xattrs go again;
 		// so do an adopted entry's, which georep never saw.
 		_, adopted := adoptedOld[e.ID]
-		metaDiff := dataDiff || adopted || old.Meta.Mode != e.Meta.Mode || old.Meta.UID != e.Meta.UID || old.Meta.GID != e.Meta.GID ||
+		metaDiff := dataDiff || adopted || checksum || old.Meta.Mode != e.Meta.Mode || old.Meta.UID != e.Meta.UID || old.Meta.GID != e.Meta.GID ||
 			(e.Kind != tree.KindDir && old.Meta.Mtime != e.Meta.Mtime) || e.Ctime > stime || stime == 0 || old.Kind != e.Kind
 		if metaDiff || (e.Kind == tree.KindDir && (touchedDirs[e.ID] || old.Meta.Mtime != e.Meta.Mtime)) {
 			job.Meta = append(job.Meta, MetaItem{Entry: e, Hint: e.Slot, Full: metaDiff})

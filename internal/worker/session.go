@@ -56,6 +56,9 @@ type Config struct {
 	// Checksum compares the content of files whose size and mtime match
 	// (rsync -c): drift on the secondary that kept both is repaired.
 	Checksum bool
+	// Suspects are files an earlier sync read too soon after a change
+	// (Session.Suspects): their content is sent again, as a delta.
+	Suspects []fileid.ID
 	// RemoteGeorep is the georep command on the secondary host.
 	RemoteGeorep string
 	// Progress, when set, is called about every 200 ms during data transfer.
@@ -82,7 +85,8 @@ type Config struct {
 
 // Session is a live connection to a secondary for one source tree.
 type Session struct {
-	cfg    Config
+	cfg     Config
+	suspect suspects
 	log    *slog.Logger
 	rwc    io.ReadWriteCloser
 	conn   *protocol.Conn
