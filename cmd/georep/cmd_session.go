@@ -255,7 +255,6 @@ func localContents(dir string, rootID fileid.ID) (int, bool) {
 	return n, err == nil && fileid.ID(strings.TrimSpace(string(b))) == rootID
 }
 
-
 var transitions = map[string]struct {
 	from []session.State
 	to   session.State

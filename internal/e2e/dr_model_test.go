@@ -344,4 +344,3 @@ func treeDigest(t *testing.T, root string) string {
 	})
 	return fmt.Sprintf("%x", h.Sum(nil))
 }
-

@@ -385,4 +385,3 @@ func (ix *index) dirPath(id fileid.ID) (string, error) {
 }
 
 var errUnknownDir = errors.New("directory not in the secondary's index")
-

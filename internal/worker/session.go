@@ -87,14 +87,14 @@ type Config struct {
 type Session struct {
 	cfg     Config
 	suspect suspects
-	log    *slog.Logger
-	rwc    io.ReadWriteCloser
-	conn   *protocol.Conn
-	opener *fileid.Opener
-	srcFD  int
-	fsid   fileid.FSID
-	rootID fileid.ID
-	Hello  *protocol.HelloOK
+	log     *slog.Logger
+	rwc     io.ReadWriteCloser
+	conn    *protocol.Conn
+	opener  *fileid.Opener
+	srcFD   int
+	fsid    fileid.FSID
+	rootID  fileid.ID
+	Hello   *protocol.HelloOK
 
 	// prefetched is the walk started by Connect (PrefetchWalk), taken by
 	// the first Crawl; prefetchStarted is when it began.
