@@ -206,3 +206,66 @@ func TestFailoverFailback(t *testing.T) {
 		t.Errorf("S still fenced after demote")
 	}
 }
+
+// TestSyncChecksumRepairsDrift: drift on the secondary that a quick check
+// cannot see — content changed with size and mtime kept, an xattr added —
+// and a file deleted there are all repaired by `georep sync --checksum`,
+// sending only what differs.
+func TestSyncChecksumRepairsDrift(t *testing.T) {
+	testutil.RequireRoot(t)
+	bin := testutil.GeorepBin(t)
+	dir := workdir(t)
+	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "state")
+	testutil.Workload(t, "populate", p, "--files", "300", "--dirs", "6")
+	if res := drSync(t, bin, p, s, st); !res.OK() {
+		t.Fatalf("first sync: %s", res)
+	}
+	var files []string
+	filepath.WalkDir(s, func(path string, de os.DirEntry, err error) error {
+		if err == nil && de.Type().IsRegular() && !strings.Contains(path, "/.georep/") {
+			if fi, _ := de.Info(); fi != nil && fi.Size() > 0 {
+				files = append(files, path)
+			}
+		}
+		return nil
+	})
+	if len(files) < 3 {
+		t.Fatalf("only %d files", len(files))
+	}
+	// Same size, same mtime, other content.
+	drifted := files[0]
+	var before unix.Stat_t
+	mustDo(t, unix.Lstat(drifted, &before))
+	f, err := os.OpenFile(drifted, os.O_WRONLY, 0)
+	mustDo(t, err)
+	_, err = f.WriteAt([]byte("DRIFT"), 0)
+	mustDo(t, err)
+	f.Close()
+	mustDo(t, unix.UtimesNano(drifted, []unix.Timespec{before.Atim, before.Mtim}))
+	mustDo(t, unix.Setxattr(files[1], "user.drift", []byte("added on S"), 0))
+	mustDo(t, os.Remove(files[2]))
+
+	plain := drSync(t, bin, p, s, st)
+	if !plain.OK() {
+		t.Fatalf("sync: %s", plain)
+	}
+	if ok, _ := testutil.VerifyPy(t, p, s, "--mtime-ns"); ok {
+		t.Log("note: the sync without --checksum already repaired everything")
+	}
+	res := drSync(t, bin, p, s, st, "--checksum")
+	if !res.OK() {
+		t.Fatalf("sync --checksum: %s", res)
+	}
+	if ok, out := testutil.VerifyPy(t, p, s, "--mtime-ns"); !ok {
+		t.Fatalf("after sync --checksum:\n%s", out)
+	}
+	if ok, out := georepVerify(t, bin, p, s); !ok {
+		t.Fatalf("georep verify after sync --checksum:\n%s", out)
+	}
+	if res.Sum.Stats.DataFiles > 1 {
+		t.Errorf("sync --checksum sent %d files; one differed", res.Sum.Stats.DataFiles)
+	}
+	if _, err := unix.Lgetxattr(files[1], "user.drift", make([]byte, 64)); err == nil {
+		t.Errorf("the xattr added on the secondary survived sync --checksum")
+	}
+}
