@@ -55,6 +55,9 @@ type Adoption struct {
 	// Old maps each adopted ID to the secondary's entry it took over, for
 	// the content decision.
 	Old map[fileid.ID]*tree.Entry
+	// Hidden are entries of IDs georep knows found inside unknown
+	// directories that leave: not slots of the plan, but they exist.
+	Hidden []*tree.Entry
 }
 
 // AdoptByPath matches the secondary's unknown entries with the primary's
@@ -106,6 +109,21 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 	ad := Adoption{Old: map[fileid.ID]*tree.Entry{}}
 	rekeyed := map[fileid.ID]fileid.ID{}
 	visited := map[fileid.ID]bool{}
+	// hide notes the entries of known, live IDs inside an unknown directory
+	// that is not adopted: they exist on the secondary (the planner links
+	// or moves them out before the directory is purged).
+	var hide func(standIn fileid.ID)
+	hide = func(standIn fileid.ID) {
+		for _, h := range children[standIn] {
+			switch {
+			case IsUnknownDir(h.ID):
+				hide(h.ID)
+			case h.ID != "" && alive[h.ID]:
+				c := *h
+				ad.Hidden = append(ad.Hidden, &c)
+			}
+		}
+	}
 	var visit func(secParent, parent fileid.ID)
 	visit = func(secParent, parent fileid.ID) {
 		if visited[secParent] {
@@ -129,6 +147,23 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 				cands[w.ID] = append(cands[w.ID], cand{e: &c, dead: dead, old: h.ID})
 				continue
 			}
+			if (unknown || dead) && w != nil && sameSpecial(w, h) && !onSec[w.ID] && (!dead || rekeyed[h.ID] == "") {
+				// A symlink with the same target, a FIFO, socket or device
+				// of the same kind and number: nothing to send either way,
+				// but its inode (and a hardlink group) is kept.
+				op := Op{Kind: Adopt, ID: w.ID, To: s, Entry: w}
+				if dead {
+					op.From = s
+					rekeyed[h.ID] = w.ID
+				}
+				ad.Ops = append(ad.Ops, op)
+				onSec[w.ID] = true
+				old := c
+				ad.Old[w.ID] = &old
+				c.ID = w.ID
+				ad.Have = append(ad.Have, &c)
+				continue
+			}
 			if (unknown || dead) && w != nil && w.Kind == h.Kind && w.Kind == tree.KindDir &&
 				!onSec[w.ID] && w.ID != rootID {
 				op := Op{Kind: Adopt, ID: w.ID, To: s, Entry: w}
@@ -150,6 +185,7 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 			if IsUnknownDir(h.ID) {
 				c.ID = "" // not adopted: it leaves whole, with what it holds
 				ad.Have = append(ad.Have, &c)
+				hide(h.ID)
 				continue
 			}
 			ad.Have = append(ad.Have, &c)
@@ -193,10 +229,12 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 			}
 		}
 		op := Op{Kind: Adopt, ID: id, To: best.e.Slot, Entry: want[best.e.Slot]}
-		if best.dead {
+		if best.dead && rekeyed[best.old] == "" {
 			op.From = best.e.Slot
 			rekeyed[best.old] = id
 		}
+		// (A link of a dead ID re-keyed already is adopted without From:
+		// the agent copies it into an inode of its own.)
 		ad.Ops = append(ad.Ops, op)
 		old := *best.e
 		ad.Old[id] = &old
@@ -220,4 +258,22 @@ func sortEntries(es []*tree.Entry) {
 
 func sortIDs(ids []fileid.ID) {
 	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+}
+
+// sameSpecial reports whether h, on the secondary, can only be w: a
+// symlink with w's target, or a special file of w's kind (and device
+// number).
+func sameSpecial(w, h *tree.Entry) bool {
+	if w.Kind != h.Kind {
+		return false
+	}
+	switch w.Kind {
+	case tree.KindSymlink:
+		return w.Target == h.Target
+	case tree.KindFIFO, tree.KindSocket:
+		return true
+	case tree.KindChar, tree.KindBlock:
+		return w.Rdev == h.Rdev
+	}
+	return false
 }

@@ -283,6 +283,11 @@ func Make(in Input) Plan {
 		}
 	}
 	p.Ops = append(p.Ops, attach...)
+	// Strays go before the removals: a file the primary no longer has may
+	// keep a link inside a stray directory until it is purged.
+	if strays {
+		p.Ops = append(p.Ops, Op{Kind: PurgeStrays})
+	}
 	// A directory that was staged as dead but turned out wanted was moved
 	// back above; removals only take what nobody placed.
 	for _, op := range cleanup {
@@ -290,9 +295,6 @@ func Make(in Input) Plan {
 			continue
 		}
 		p.Ops = append(p.Ops, op)
-	}
-	if strays {
-		p.Ops = append(p.Ops, Op{Kind: PurgeStrays})
 	}
 	return p
 }

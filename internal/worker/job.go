@@ -278,6 +278,14 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 			secByID[e.ID] = e
 		}
 	}
+	for _, h := range ad.Hidden {
+		info := in.IDs[h.ID]
+		info.Exists, info.Kind = true, h.Kind
+		if h.Kind == tree.KindDir {
+			info.Dir = h.Slot
+		}
+		in.IDs[h.ID] = info
+	}
 	var limboDead []fileid.ID
 	if end != nil {
 		for _, id := range end.Limbo {
