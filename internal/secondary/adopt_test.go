@@ -123,4 +123,3 @@ func mustWriteFile(t *testing.T, p, s string) {
 		t.Fatal(err)
 	}
 }
-

@@ -845,7 +845,9 @@ func (s *Session) applyMeta(ctx context.Context, job *Job) (wait func() error, e
 		items = append(items, it)
 	}
 	wait, err = sendChunked(ctx, s, items, metaPerMessage,
-		func(c []protocol.MetaItem) protocol.Message { return &protocol.Compressed{Inner: &protocol.Meta{Items: c}} },
+		func(c []protocol.MetaItem) protocol.Message {
+			return &protocol.Compressed{Inner: &protocol.Meta{Items: c}}
+		},
 		func(m protocol.Message) []protocol.OpError { return m.(*protocol.MetaOK).Errors },
 		func(it protocol.MetaItem, oe protocol.OpError) {
 			s.fail(Failure{ID: it.Entry.ID, Path: s.pathOf(job, it.Entry.ID, it.Hint), Op: "META", Error: oe.Msg, Errno: oe.Errno})
