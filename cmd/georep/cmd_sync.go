@@ -197,7 +197,6 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 	if passes < 1 {
 		passes = 1
 	}
-	confirming := false
 	for pass := 1; pass <= passes; pass++ {
 		sum.Passes = pass
 		sess.ResetFailures()
@@ -207,7 +206,7 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 			return stime, err
 		}
 		start = min(start, job.WalkStarted) // the first walk began before the connection
-		cfg.Logger.Info("crawl done", "pass", pass, "job", job.String())
+		cfg.Logger.Info("crawl done", "pass", pass, "job", job.String(), "adopted", job.Adoptions())
 		// Keep what the crawl found as a changelog ('georep changelog dump'),
 		// written beside the transfer rather than before it.
 		// Execute only reads the job (it copies the entries it sends).
@@ -225,16 +224,6 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 		}()
 		err = sess.Execute(ctx, job)
 		<-kept
-		if err == nil && job.Adoptions() > 0 && !confirming {
-			// Entries were matched by path: one more crawl (not counted as
-			// a pass) confirms the secondary now equals the primary before
-			// the stime says so.
-			confirming = true
-			pass--
-			stime = start // what that pass applied is there
-			cfg.Logger.Info("adopted entries by path; crawling once more to confirm", "adopted", job.Adoptions())
-			continue
-		}
 		if err == nil {
 			if err := sess.CommitStime(ctx, start); err != nil {
 				return stime, err

@@ -151,7 +151,7 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 				// A symlink with the same target, a FIFO, socket or device
 				// of the same kind and number: nothing to send either way,
 				// but its inode (and a hardlink group) is kept.
-				op := Op{Kind: Adopt, ID: w.ID, To: s, Entry: w}
+				op := Op{Kind: Adopt, ID: w.ID, To: s, Entry: adoptEntry(w)}
 				if dead {
 					op.From = s
 					rekeyed[h.ID] = w.ID
@@ -166,7 +166,7 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 			}
 			if (unknown || dead) && w != nil && w.Kind == h.Kind && w.Kind == tree.KindDir &&
 				!onSec[w.ID] && w.ID != rootID {
-				op := Op{Kind: Adopt, ID: w.ID, To: s, Entry: w}
+				op := Op{Kind: Adopt, ID: w.ID, To: s, Entry: adoptEntry(w)}
 				if dead {
 					op.From = s
 					rekeyed[h.ID] = w.ID
@@ -228,7 +228,7 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 				break
 			}
 		}
-		op := Op{Kind: Adopt, ID: id, To: best.e.Slot, Entry: want[best.e.Slot]}
+		op := Op{Kind: Adopt, ID: id, To: best.e.Slot, Entry: adoptEntry(want[best.e.Slot])}
 		if best.dead && rekeyed[best.old] == "" {
 			op.From = best.e.Slot
 			rekeyed[best.old] = id
@@ -276,4 +276,11 @@ func sameSpecial(w, h *tree.Entry) bool {
 		return w.Rdev == h.Rdev
 	}
 	return false
+}
+
+// adoptEntry is what an Adopt op carries of the primary's entry: what the
+// agent checks (kind, and a symlink's target), not the metadata, which the
+// metadata phase applies (a smaller op on the wire).
+func adoptEntry(w *tree.Entry) *tree.Entry {
+	return &tree.Entry{ID: w.ID, Kind: w.Kind, Target: w.Target, Rdev: w.Rdev}
 }
