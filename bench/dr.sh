@@ -19,6 +19,7 @@
 # Needs root, rsync, openssh-server, two loop ext4 filesystems (made here).
 #
 #   bench/dr.sh [--files N]      (default 5000 files in 50 dirs)
+#   ONLY="a f" MODES=ssh bench/dr.sh   (some scenarios, some modes)
 set -euo pipefail
 files=5000
 [ "${1:-}" = --files ] && files=$2
@@ -114,17 +115,23 @@ scenario() {
   row "$name" "$mode" "$gb" "$gsec" "$gok" "$rb" "$rsec" "$rok"
 }
 
-for mode in local ssh; do
+want() { [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]]; }
+for mode in ${MODES:-local ssh}; do
+  if want a; then
   # (a) seeded by cp -a, extra entries at depths 1-4.
   T=$W/Ta; copy "$P0" "$T"
   mkdir -p "$T/x1/x2/x3"; echo 1 >"$T/extra1"; echo 2 >"$T/x1/extra2"; echo 3 >"$T/x1/x2/extra3"; echo 4 >"$T/x1/x2/x3/extra4"
   d1=$(find "$T" -mindepth 1 -maxdepth 1 -type d | sort | head -1); echo deep >"$d1/extra-in-existing"
   scenario a "$mode" "$P0" "$T" "$P0"
 
+  fi
+  if want b; then
   # (b) the primary copied to another filesystem: new fsid, new inodes.
   P2=$B/P2; copy "$P0" "$P2"
   scenario b "$mode" "$P2" "$R0" "$P2" --force
 
+  fi
+  if want c1; then
   # (c1) restored from tar into the same root (the root keeps its ID).
   P3=$W/P3; copy "$P0" "$P3"
   R3=$W/R3; rm -rf "$R3" "$R3.state"
@@ -133,15 +140,21 @@ for mode in local ssh; do
   find "$P3" -mindepth 1 -maxdepth 1 -exec rm -rf {} +
   tar --xattrs --xattrs-include='*' --acls -xpf "$W/P.tar" -C "$P3"
   scenario c1 "$mode" "$P3" "$R3" "$P3"
+  fi
+  if want c2; then
   # (c2) restored from tar into a new root.
   P4=$B/P4; rm -rf "$P4"; mkdir -p "$P4"
   tar --xattrs --xattrs-include='*' --acls -xpf "$W/P.tar" -C "$P4"
   scenario c2 "$mode" "$P4" "$R0" "$P4" --force
 
+  fi
+  if want d; then
   # (d) the secondary's .georep deleted.
   T=$W/Td; copy "$R0" "$T"; rm -rf "$T/.georep"
   scenario d "$mode" "$P0" "$T" "$P0"
 
+  fi
+  if want e; then
   # (e) failover and failback.
   Pe=$W/Pe Se=$W/Se; copy "$P0" "$Pe"; rm -rf "$Se" "$Se.state" "$Pe.state"
   $georep sync "$Pe" "$Se" --state-dir "$Pe.state" --no-progress --json >/dev/null; quiesce
@@ -162,6 +175,8 @@ for mode in local ssh; do
   run_rsync "$Pr" "$Sr" "$mode"; rok=$(identical "$Pr" "$Sr")
   row e-resume "$mode" "$gb" "$gsec" "$gok" "$bytes" "$secs" "$rok"
 
+  fi
+  if want f; then
   # (f) drift on the secondary, repaired by georep sync --checksum.
   T=$W/Tf; copy "$R0" "$T"
   f1=$(find "$T" -path "$T/.georep" -prune -o -type f -size +2k -print | sort | sed -n 1p)
@@ -170,5 +185,6 @@ for mode in local ssh; do
   m=$(stat -c %y "$f1"); printf 'DRIFT' | dd of="$f1" conv=notrunc status=none; touch -d "$m" "$f1"
   setfattr -n user.drift -v yes "$f2"; rm -f "$f3"
   scenario f "$mode" "$P0" "$T" "$P0" --checksum
+  fi
 done
 echo "(bytes: georep --json bytes_sent + bytes_received; rsync --stats total bytes sent + received)"

@@ -36,7 +36,7 @@ func (s *Session) checkContent(ctx context.Context, job *Job) error {
 		}
 		remote := make(chan answer, 1)
 		go func() {
-			m, err := s.conn.Call(ctx, &protocol.Hash{IDs: ids})
+			m, err := s.conn.Call(ctx, &protocol.Compressed{Inner: &protocol.Hash{IDs: ids}})
 			remote <- answer{m, err}
 		}()
 		local := make([][32]byte, len(items))
