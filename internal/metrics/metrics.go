@@ -21,7 +21,7 @@ import (
 const ContentType = "text/plain; version=0.0.4; charset=utf-8"
 
 // States are the worker states georep_worker_state has a sample for.
-var States = []string{status.Created, status.Initializing, status.Active, status.Passive, status.Paused, status.Stopped, status.Faulty}
+var States = []string{status.Created, status.Initializing, status.Active, status.Passive, status.Paused, status.Stopped, status.Faulty, status.Fenced}
 
 type family struct {
 	name, typ, help string

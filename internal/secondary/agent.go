@@ -3,7 +3,10 @@
 // for a local secondary), applies entry operations, file content and
 // metadata by file ID — confined beneath its root — and keeps the ID index
 // (.georep/ at the root) crash-consistent with the tree, so that any batch
-// can be replayed after a crash and converge.
+// can be replayed after a crash and converge. It also owns the root's role:
+// a promoted root (georep promote) is fenced against every session that
+// would write into it, and a hello checks the root before it writes
+// anything, so a refusal changes nothing (roles.go).
 package secondary
 
 import (
