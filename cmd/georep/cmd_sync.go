@@ -95,7 +95,7 @@ func runSync(ctx context.Context, args []string) error {
 	absState, _ := filepath.Abs(string(stateDir))
 	cfg := worker.Config{Source: src, Dest: dst, SSHCommand: f.sshCommand, RemoteGeorep: f.remoteGeorep, Logger: log,
 		SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, Excludes: f.excludes,
-		ExcludePaths: []string{absState}, Progress: progress, Force: f.force, Checksum: f.checksum,
+		ExcludePaths: []string{absState}, Progress: progress, Force: f.force, Checksum: f.checksum, TrackSuspects: true,
 		// Over a network the last syncfs runs on the secondary after the
 		// sync returns; its stime is recorded only once that is done.
 		DeferDurability: dst.Host != "", PrefetchWalk: true}

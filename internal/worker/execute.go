@@ -479,7 +479,7 @@ func (x *xfer) sendFile(ctx context.Context, t dataTask, b *batch) error {
 	if err := unix.Fstat(fd, &st); err == nil {
 		e.Size = st.Size
 		e.Meta = tree.Meta{Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}
-		if racy(st.Ctim, time.Now()) {
+		if s.cfg.TrackSuspects && racy(st.Ctim, time.Now()) {
 			s.suspect.add(e.ID) // see racy.go
 		}
 	}

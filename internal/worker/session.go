@@ -57,8 +57,12 @@ type Config struct {
 	// (rsync -c): drift on the secondary that kept both is repaired.
 	Checksum bool
 	// Suspects are files an earlier sync read too soon after a change
-	// (Session.Suspects): their content is sent again, as a delta.
+	// (Session.Suspects): their content is compared by hash.
 	Suspects []fileid.ID
+	// TrackSuspects records the files read too soon after a change, for
+	// Session.Suspects (one-shot syncs; continuous mode gets their D
+	// records from the journal instead).
+	TrackSuspects bool
 	// RemoteGeorep is the georep command on the secondary host.
 	RemoteGeorep string
 	// Progress, when set, is called about every 200 ms during data transfer.
