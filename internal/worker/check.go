@@ -14,32 +14,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// checkPerMessage is how many files one Hash request asks about.
-const checkPerMessage = 256
+// checkPerMessage is how many files one Check request asks about.
+const checkPerMessage = 512
 
 // checkContent compares the files of job.Check (same size and mtime on
 // both sides, yet not trusted: --checksum, or read too soon after a change
-// by an earlier sync) by content hash with the secondary's copies; those
-// that differ join job.Data and go as deltas. It runs after the entry
-// operations were sent (the agent answers in order, so adopted files are
-// indexed by then).
+// by an earlier sync) with the secondary's copies: content by hash, synced
+// xattrs by digest. The secondary answers with the ones that differ: those
+// join job.Data (sent as deltas) or get their metadata again in full. It
+// runs after the entry operations were sent (the agent answers in order,
+// so adopted files are indexed by then).
 func (s *Session) checkContent(ctx context.Context, job *Job) error {
+	metaAt := map[fileid.ID]int{}
+	for i, mi := range job.Meta {
+		metaAt[mi.Entry.ID] = i
+	}
 	for i := 0; i < len(job.Check); i += checkPerMessage {
 		items := job.Check[i:min(i+checkPerMessage, len(job.Check))]
-		ids := make([]fileid.ID, len(items))
-		for j, it := range items {
-			ids[j] = it.Entry.ID
-		}
-		type answer struct {
-			m   protocol.Message
-			err error
-		}
-		remote := make(chan answer, 1)
-		go func() {
-			m, err := s.conn.Call(ctx, &protocol.Compressed{Inner: &protocol.Hash{IDs: ids}})
-			remote <- answer{m, err}
-		}()
-		local := make([][32]byte, len(items))
+		req := &protocol.Check{Items: make([]protocol.CheckItem, len(items))}
 		lerr := make([]error, len(items))
 		var wg sync.WaitGroup
 		next := make(chan int)
@@ -48,7 +40,7 @@ func (s *Session) checkContent(ctx context.Context, job *Job) error {
 			go func() {
 				defer wg.Done()
 				for j := range next {
-					local[j], lerr[j] = s.hashPrimary(job, ids[j])
+					req.Items[j], lerr[j] = s.checkItem(job, items[j].Entry.ID)
 				}
 			}()
 		}
@@ -57,44 +49,66 @@ func (s *Session) checkContent(ctx context.Context, job *Job) error {
 		}
 		close(next)
 		wg.Wait()
-		a := <-remote
-		if a.err != nil {
-			return fmt.Errorf("hash the secondary's copies: %w", a.err)
+		m, err := s.conn.Call(ctx, &protocol.Compressed{Inner: req})
+		if err != nil {
+			return fmt.Errorf("check the secondary's copies: %w", err)
 		}
-		ok, isOK := a.m.(*protocol.HashOK)
-		if !isOK || len(ok.Sums) != len(items) {
-			return fmt.Errorf("hash the secondary's copies: unexpected reply %T", a.m)
+		ok, isOK := m.(*protocol.CheckOK)
+		if !isOK {
+			return fmt.Errorf("check the secondary's copies: unexpected reply %T", m)
 		}
+		skip := map[int]bool{}
 		for j, it := range items {
 			switch {
 			case errors.Is(lerr[j], fileid.ErrStale):
-				// Deleted meanwhile: its removal is in a later batch.
+				skip[j] = true // deleted meanwhile: its removal is in a later batch
 			case lerr[j] != nil:
+				skip[j] = true
 				s.fail(Failure{ID: it.Entry.ID, Path: s.pathOf(job, it.Entry.ID, it.Hint), Op: "CHECK", Error: lerr[j].Error(), Errno: errno(lerr[j])})
-			case local[j] != ok.Sums[j]:
-				job.Data = append(job.Data, it)
 			}
+		}
+		for _, x := range ok.Content {
+			if j := int(x); j < len(items) && !skip[j] {
+				job.Data = append(job.Data, items[j])
+			}
+		}
+		if s.cfg.NoXattrs {
+			continue
+		}
+		for _, x := range ok.Xattrs {
+			j := int(x)
+			if j >= len(items) || skip[j] {
+				continue
+			}
+			it := items[j]
+			if k, ok := metaAt[it.Entry.ID]; ok {
+				job.Meta[k].Full = true
+				continue
+			}
+			metaAt[it.Entry.ID] = len(job.Meta)
+			job.Meta = append(job.Meta, MetaItem{Entry: it.Entry, Hint: it.Hint, Full: true})
 		}
 	}
 	return nil
 }
 
-// hashPrimary is the SHA-256 of a primary file's content (the digest the
-// agent's Hash answers with).
-func (s *Session) hashPrimary(job *Job, id fileid.ID) ([32]byte, error) {
-	var sum [32]byte
+// checkItem is what the secondary compares a primary file with: a prefix
+// of its content's SHA-256 and the digest of its synced xattrs.
+func (s *Session) checkItem(job *Job, id fileid.ID) (protocol.CheckItem, error) {
+	it := protocol.CheckItem{ID: id}
 	f, err := s.openPrimary(job, id, unix.O_RDONLY|unix.O_NOATIME)
 	if errors.Is(err, unix.EPERM) {
 		f, err = s.openPrimary(job, id, unix.O_RDONLY)
 	}
 	if err != nil {
-		return sum, err
+		return it, err
 	}
 	defer f.Close()
+	it.Xattrs = protocol.XattrDigest(readXattrs(procPath(int(f.Fd()))))
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
-		return sum, err
+		return it, err
 	}
-	copy(sum[:], h.Sum(nil))
-	return sum, nil
+	copy(it.Content[:], h.Sum(nil))
+	return it, nil
 }

@@ -242,7 +242,8 @@ func keepUnreadable(sec []*tree.Entry, unreadable []scan.Unreadable) []*tree.Ent
 // suspect lists files whose content goes again whatever their size and
 // mtime say (read too soon after a change by an earlier sync).
 // With checksum, every file whose size and mtime match is compared by
-// content, and all metadata (xattrs included) is applied again.
+// content and xattrs (Job.Check), and every other entry gets all of its
+// metadata again.
 func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *protocol.ListEnd, rootID fileid.ID, stime int64, suspect map[fileid.ID]bool, checksum bool) *Job {
 	in := plan.Input{Want: map[tree.Slot]*tree.Entry{}, Have: map[tree.Slot]*tree.Entry{}, IDs: map[fileid.ID]plan.IDInfo{}}
 	primByID := map[fileid.ID]*tree.Entry{}
@@ -403,7 +404,7 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 		// New content is a new inode on the secondary: its xattrs go again;
 		// so do an adopted entry's, which georep never saw.
 		_, adopted := adoptedOld[e.ID]
-		metaDiff := dataDiff || adopted || checksum || old.Meta.Mode != e.Meta.Mode || old.Meta.UID != e.Meta.UID || old.Meta.GID != e.Meta.GID ||
+		metaDiff := dataDiff || adopted || (checksum && e.Kind != tree.KindRegular) || old.Meta.Mode != e.Meta.Mode || old.Meta.UID != e.Meta.UID || old.Meta.GID != e.Meta.GID ||
 			(e.Kind != tree.KindDir && old.Meta.Mtime != e.Meta.Mtime) || e.Ctime > stime || stime == 0 || old.Kind != e.Kind
 		if metaDiff || (e.Kind == tree.KindDir && (touchedDirs[e.ID] || old.Meta.Mtime != e.Meta.Mtime)) {
 			job.Meta = append(job.Meta, MetaItem{Entry: e, Hint: e.Slot, Full: metaDiff})
