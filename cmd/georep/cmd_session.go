@@ -15,7 +15,6 @@ import (
 	"github.com/georep/georep/internal/cli"
 	"github.com/georep/georep/internal/daemon"
 	"github.com/georep/georep/internal/fileid"
-	"github.com/georep/georep/internal/protocol"
 	"github.com/georep/georep/internal/session"
 	"github.com/georep/georep/internal/state"
 	"github.com/georep/georep/internal/status"
@@ -186,24 +185,30 @@ func sessionCreate(ctx context.Context, store session.Store, name, src, dstArg s
 			return fmt.Errorf("secondary %s is not empty (%d entries besides .georep): georep would make it a copy of %s, removing what the primary lacks; use --force to accept", dst.Path, n, src)
 		}
 	}
+	// Check first, write second: the check session creates, locks and
+	// resets nothing on the secondary, so a refusal leaves it as it was.
 	cctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
-	ws, err := worker.Connect(cctx, worker.Config{Source: src, Dest: dst, SSHCommand: eff.SSHCommand, RemoteGeorep: eff.RemoteGeorep,
-		ExcludePaths: []string{absState}, Stderr: os.Stderr})
+	wcfg := worker.Config{Source: src, Dest: dst, SSHCommand: eff.SSHCommand, RemoteGeorep: eff.RemoteGeorep,
+		ExcludePaths: []string{absState}, Stderr: os.Stderr, Force: f.force, Check: true}
+	ws, err := worker.Connect(cctx, wcfg)
 	if err != nil {
 		return fmt.Errorf("secondary check failed: %w", err)
 	}
 	hello := *ws.Hello
-	entries := 0
-	if hello.NewRoot {
-		entries, err = countSecondary(cctx, ws)
-	}
 	ws.Close()
-	if err != nil {
-		return fmt.Errorf("list the secondary: %w", err)
+	if hello.NewRoot && hello.Entries > 0 && !f.force {
+		return fmt.Errorf("secondary %s is not empty (%d entries besides .georep): georep would make it a copy of %s, removing what the primary lacks; use --force to accept", dst, hello.Entries, src)
 	}
-	if entries > 0 && !f.force {
-		return fmt.Errorf("secondary %s is not empty (%d entries besides .georep): georep would make it a copy of %s, removing what the primary lacks; use --force to accept", dst, entries, src)
+	if hello.NewRoot && f.force {
+		// Accepted with --force: claim the root for this primary now, so
+		// the session's worker (which never forces) finds it ours.
+		wcfg.Check = false
+		ws, err := worker.Connect(cctx, wcfg)
+		if err != nil {
+			return fmt.Errorf("claim the secondary: %w", err)
+		}
+		ws.Close()
 	}
 	if err := store.Create(sess); err != nil {
 		return err
@@ -253,40 +258,6 @@ func localContents(dir string, rootID fileid.ID) (int, bool) {
 	}
 	b, err := os.ReadFile(filepath.Join(dir, ".georep", "root"))
 	return n, err == nil && fileid.ID(strings.TrimSpace(string(b))) == rootID
-}
-
-// countSecondary lists the secondary and counts its entries.
-func countSecondary(ctx context.Context, ws *worker.Session) (int, error) {
-	n := 0
-	done := make(chan error, 1)
-	err := ws.Conn().Send(&protocol.List{}, func(m protocol.Message, err error) bool {
-		if err != nil {
-			done <- err
-			return true
-		}
-		switch m := m.(type) {
-		case *protocol.ListChunk:
-			n += len(m.Entries)
-			return false
-		case *protocol.ListEnd:
-			done <- nil
-			return true
-		}
-		done <- fmt.Errorf("unexpected reply %T", m)
-		return true
-	})
-	if err != nil {
-		return 0, err
-	}
-	if err := ws.Conn().Flush(); err != nil {
-		return 0, err
-	}
-	select {
-	case err := <-done:
-		return n, err
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
 }
 
 var transitions = map[string]struct {

@@ -43,7 +43,7 @@ link; --compress-level N fixes the level; --compress-choice none or
 type syncFlags struct {
 	stateDir, sshCommand, remoteGeorep, logFormat  string
 	json, noProgress, fakeSuper, noXattrs, verbose bool
-	deleteExcluded, noACLs                         bool
+	deleteExcluded, noACLs, force, checksum        bool
 	jobs, passes, reconnects                       int
 	excludes, excludeFrom                          cli.StringList
 }
@@ -71,6 +71,8 @@ func (f *syncFlags) register(fs *flag.FlagSet) {
 	fs.Var(&f.excludes, "exclude", "rsync exclude `PATTERN` (repeatable): /x anchors at the root, x/ matches directories only, * ? [...] within a name, ** across names")
 	fs.Var(&f.excludeFrom, "exclude-from", "read exclude patterns from `FILE`, one a line (# and ; start comments; - is stdin)")
 	fs.BoolVar(&f.deleteExcluded, "delete-excluded", false, "also delete from the secondary what the excludes match (by default it is kept)")
+	fs.BoolVar(&f.force, "force", false, "accept a secondary that holds another primary's replica (its content is adopted by path)")
+	fs.BoolVar(&f.checksum, "checksum", false, "compare the content of files whose size and mtime match (rsync -c), repairing drift on the secondary")
 }
 
 // syncSummary is the --json output.
@@ -116,12 +118,19 @@ func runSync(ctx context.Context, args []string) error {
 	absState, _ := filepath.Abs(string(stateDir))
 	cfg := worker.Config{Source: src, Dest: dst, SSHCommand: f.sshCommand, RemoteGeorep: f.remoteGeorep, Logger: log,
 		SyncJobs: f.jobs, FakeSuper: f.fakeSuper, NoXattrs: f.noXattrs, NoACLs: f.noACLs, Excludes: rules,
-		DeleteExcluded: f.deleteExcluded, ExcludePaths: []string{absState}, Progress: progress,
+		DeleteExcluded: f.deleteExcluded, ExcludePaths: []string{absState}, Progress: progress, Force: f.force, Checksum: f.checksum, TrackSuspects: true,
 		// Over a network the last syncfs runs on the secondary after the
 		// sync returns; its stime is recorded only once that is done.
 		DeferDurability: dst.Host != "", PrefetchWalk: true}
 	if err := tf.apply(&cfg); err != nil {
 		return cli.Usagef("%v", err)
+	}
+	// Files the last run read too soon after a change go again.
+	suspectPath := filepath.Join(recDir, "suspects.json")
+	if b, err := os.ReadFile(suspectPath); err == nil {
+		if err := json.Unmarshal(b, &cfg.Suspects); err != nil {
+			log.Warn("unreadable list of recently changed files; ignored", "path", suspectPath, "err", err)
+		}
 	}
 	started := time.Now()
 	sum := syncSummary{Source: src, Destination: dst.String()}
@@ -186,9 +195,7 @@ func runSync(ctx context.Context, args []string) error {
 		}
 	}
 	if runErr != nil {
-		if !f.json {
-			fmt.Fprintf(os.Stderr, "georep sync: %v\n", runErr)
-		}
+		fmt.Fprintf(os.Stderr, "georep sync: %v\n", runErr) // with --json too: stdout stays the summary
 		return errExit1
 	}
 	return nil
@@ -210,8 +217,10 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 	if corrupt {
 		cfg.Logger.Warn("this sync's stime record is unreadable (a crash while it was written?); taking the secondary's", "path", filepath.Join(recDir, "stime"))
 	}
+	// The older of the two records; none when the secondary has none (a
+	// new or lost index: nothing there is covered).
 	stime := sess.Hello.Stime
-	if primStime != 0 && (stime == 0 || primStime < stime) {
+	if stime != 0 && primStime != 0 && primStime < stime {
 		stime = primStime
 	}
 	if passes < 1 {
@@ -235,7 +244,7 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 			return stime, err
 		}
 		start = min(start, job.WalkStarted) // the first walk began before the connection
-		cfg.Logger.Info("crawl done", "pass", pass, "job", job.String())
+		cfg.Logger.Info("crawl done", "pass", pass, "job", job.String(), "adopted", job.Adoptions())
 		// Keep what the crawl found as a changelog ('georep changelog dump'),
 		// written beside the transfer rather than before it.
 		// Execute only reads the job (it copies the entries it sends).
@@ -263,6 +272,13 @@ func syncOnce(ctx context.Context, cfg worker.Config, recDir string, passes int,
 			os.Remove(filepath.Join(recDir, "failures.json"))
 			if err := worker.WriteMetaOptions(metaPath, cfg.MetaOptions()); err != nil {
 				cfg.Logger.Warn("could not record the synced metadata options", "err", err)
+			}
+			if sus := sess.Suspects(); len(sus) > 0 {
+				if err := state.WriteJSON(filepath.Join(recDir, "suspects.json"), sus); err != nil {
+					return start, fmt.Errorf("record the recently changed files: %w", err)
+				}
+			} else {
+				os.Remove(filepath.Join(recDir, "suspects.json"))
 			}
 			return start, nil
 		}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/georep/georep/internal/continuous"
+	"github.com/georep/georep/internal/protocol"
 	"github.com/georep/georep/internal/session"
 	"github.com/georep/georep/internal/state"
 	"github.com/georep/georep/internal/status"
@@ -218,12 +219,16 @@ func (rt *runtime) supervise(ctx context.Context, sess *session.Session, done ch
 		if len(failures) >= o.FaultyAfter {
 			delay = o.SlowRetry
 		}
+		state := status.Faulty
+		if errors.Is(err, protocol.ErrFenced) {
+			state, delay = status.Fenced, o.SlowRetry // until it is demoted
+		}
 		rt.mu.Lock()
-		rt.rep.Status, rt.rep.CrawlStatus = status.Faulty, ""
+		rt.rep.Status, rt.rep.CrawlStatus = state, ""
 		rt.rep.Entry, rt.rep.Data, rt.rep.Meta = 0, 0, 0
 		rt.rep.RemainingEntries, rt.rep.RemainingFiles, rt.rep.RemainingBytes, rt.rep.RateBytes, rt.rep.ETASeconds = 0, 0, 0, 0, 0
 		rt.rep.LastError, rt.rep.LastErrorTime = err.Error(), status.TimePtr(now)
-		rt.lastState = status.Faulty
+		rt.lastState = state
 		rt.dirty = true
 		rt.mu.Unlock()
 		rt.save()

@@ -813,9 +813,6 @@ func (h *heldWrite) Release() {
 // content: the replica stays wrong for good though every sync exits 0.
 // (Found by bench/soak.sh: content differences with equal size and mtime.)
 func TestFaultWriteRacingRead(t *testing.T) {
-	knownBug(t, "a write(2) in flight sets the mtime before it copies the data: a sync reading the file then sends old "+
-		"content under the new mtime, which a size+mtime quick check never sees again (continuous mode gets the "+
-		"write's D record and re-sends; one-shot sync does not)")
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
 	dir := t.TempDir()
@@ -831,9 +828,9 @@ func TestFaultWriteRacingRead(t *testing.T) {
 	if !res.OK() {
 		t.Fatalf("sync during the write: %s", res)
 	}
-	// A file read within moments of a write is marked suspect (its replica
-	// gets an mtime a nanosecond off), so a sync or two after the write the
-	// new content must be there with the true mtime.
+	// A file read within moments of a change is recorded as suspect by the
+	// sync (worker/racy.go), so a sync or two after the write the new
+	// content must be there with the true mtime.
 	var out string
 	for step := 0; step < 3; step++ {
 		time.Sleep(100 * time.Millisecond)

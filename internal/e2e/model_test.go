@@ -263,6 +263,8 @@ type gen struct {
 	// the last replication step: the only ones a step may send data for.
 	dirty map[uint64]bool
 	root0 bool // running as root: chown and device nodes allowed
+	// skip names operations this generator never makes.
+	skip map[string]bool
 }
 
 func newGen(root string, seed int64) *gen {
@@ -455,7 +457,7 @@ func (g *gen) step() {
 		w := make([]int, len(genOps))
 		for i, op := range genOps {
 			w[i] = op.weight
-			if big && op.grows {
+			if big && op.grows || g.skip[op.name] {
 				w[i] = 0
 			}
 			total += w[i]

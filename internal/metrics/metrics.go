@@ -18,7 +18,7 @@ import (
 )
 
 // States are the worker states georep_worker_state has a sample for.
-var States = []string{status.Created, status.Initializing, status.Active, status.Passive, status.Paused, status.Stopped, status.Faulty}
+var States = []string{status.Created, status.Initializing, status.Active, status.Passive, status.Paused, status.Stopped, status.Faulty, status.Fenced}
 
 type family struct {
 	desc  *prometheus.Desc

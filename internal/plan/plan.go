@@ -3,7 +3,9 @@
 // secondary holds there, which entry operations turn the secondary into the
 // primary. It is a pure function over in-memory descriptions — no I/O — so it
 // can be tested exhaustively; the crawl (all slots dirty) and the journal
-// (the slots named by a batch of changelog records) both feed it.
+// (the slots named by a batch of changelog records) both feed it. Before a
+// crawl is planned, AdoptByPath (adopt.go) matches by path what the
+// secondary holds under no ID the primary has.
 //
 // Invariants the plan keeps:
 //   - Identity is preserved: an ID already on the secondary is moved or
@@ -13,7 +15,8 @@
 //     (".georep/tmp") when it is wanted elsewhere or still alive on the
 //     primary, and only removed when the primary no longer has it.
 //   - Operations are ordered: every departure (stage, unlink) comes before
-//     any arrival, arrivals come parents first, removals of dead trees last.
+//     any arrival, arrivals come parents first, then strays are purged and
+//     dead trees removed.
 //     So a slot is always free when something is put into it, and a directory
 //     is never moved into its own subtree.
 //   - The plan is idempotent in effect: applying it to a secondary that
@@ -283,6 +286,11 @@ func Make(in Input) Plan {
 		}
 	}
 	p.Ops = append(p.Ops, attach...)
+	// Strays go before the removals: a file the primary no longer has may
+	// keep a link inside a stray directory until it is purged.
+	if strays {
+		p.Ops = append(p.Ops, Op{Kind: PurgeStrays})
+	}
 	// A directory that was staged as dead but turned out wanted was moved
 	// back above; removals only take what nobody placed.
 	for _, op := range cleanup {
@@ -290,9 +298,6 @@ func Make(in Input) Plan {
 			continue
 		}
 		p.Ops = append(p.Ops, op)
-	}
-	if strays {
-		p.Ops = append(p.Ops, Op{Kind: PurgeStrays})
 	}
 	return p
 }

@@ -382,7 +382,8 @@ func (fp *FramePool) Release(buf *[]byte) {
 
 // Compressed wraps another message whose body is zstd-compressed; the
 // receiver handles the inner message as if it had come alone, and replies
-// to it. Only the request side uses it, for bulk data. A body zstd cannot
+// to it. Requests use it for bulk data, entry operations and metadata, the
+// agent for the chunks of its listing. A body zstd cannot
 // shrink by a few percent (random or already compressed data) is stored
 // as is, so that the receiver does not spend time on it.
 //

@@ -100,11 +100,14 @@ func (c *Conn) readLoop() {
 			c.fail(fmt.Errorf("%w: reply to unknown request %d (type %d)", ErrClosed, f.ReqID, f.Type))
 			return
 		}
+		if z, ok := m.(*Compressed); ok && err == nil {
+			m = z.Inner // a reply may come compressed too (listings)
+		}
 		var rerr error
 		if err != nil {
 			rerr = err
 		} else if e, ok := m.(*Error); ok {
-			rerr = fmt.Errorf("secondary: %s", e.Msg)
+			rerr = fmt.Errorf("secondary: %w", e)
 		}
 		if fn(m, rerr) {
 			c.mu.Lock()

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/georep/georep/internal/fileid"
@@ -258,12 +259,45 @@ func decXattrs(d *Dec) []Xattr {
 }
 
 // Error is a failed request.
-type Error struct{ Msg string }
+type Error struct {
+	Msg  string
+	Code ErrorCode // what kind of refusal, so the primary can tell by type
+}
+
+// ErrorCode classifies an Error; 0 is any other failure.
+type ErrorCode uint64
+
+// Error codes.
+const (
+	// CodeFenced: the secondary root was promoted to a primary
+	// (georep promote) and accepts no session that writes.
+	CodeFenced ErrorCode = iota + 1
+	// CodeForeign: the secondary holds another primary's replica and the
+	// session did not ask for --force.
+	CodeForeign
+)
+
+// Sentinels an Error with a code matches under errors.Is.
+var (
+	ErrFenced  = errors.New("the secondary was promoted to a primary and is fenced")
+	ErrForeign = errors.New("the secondary holds a replica of another primary")
+)
 
 func (*Error) Type() Type      { return TError }
-func (m *Error) Encode(e *Enc) { e.String(m.Msg) }
-func (m *Error) Decode(d *Dec) { m.Msg = d.String() }
+func (m *Error) Encode(e *Enc) { e.String(m.Msg); e.Uvarint(uint64(m.Code)) }
+func (m *Error) Decode(d *Dec) { m.Msg = d.String(); m.Code = ErrorCode(d.Uvarint()) }
 func (m *Error) Error() string { return m.Msg }
+
+// Is matches the sentinel of the error's code.
+func (m *Error) Is(target error) bool {
+	switch m.Code {
+	case CodeFenced:
+		return target == ErrFenced
+	case CodeForeign:
+		return target == ErrForeign
+	}
+	return false
+}
 
 // Hello opens a session.
 type Hello struct {
@@ -281,6 +315,13 @@ type Hello struct {
 	// after that; no early writeback during the session. The stime on the
 	// secondary stays the record of what is durable there.
 	DeferDurability bool
+	// Force accepts a root that holds a replica of another primary (its
+	// index is then started anew and its content adopted by path).
+	Force bool
+	// Check only asks whether the secondary would accept the session
+	// (session create): nothing is created, locked or reset; HelloOK says
+	// how many entries the root holds. Later requests are read-only.
+	Check bool
 }
 
 func (*Hello) Type() Type { return THello }
@@ -292,6 +333,8 @@ func (m *Hello) Encode(e *Enc) {
 	e.Bool(m.FakeSuper)
 	e.Bool(m.ReadOnly)
 	e.Bool(m.DeferDurability)
+	e.Bool(m.Force)
+	e.Bool(m.Check)
 }
 func (m *Hello) Decode(d *Dec) {
 	m.Version = d.Uvarint()
@@ -301,6 +344,8 @@ func (m *Hello) Decode(d *Dec) {
 	m.FakeSuper = d.Bool()
 	m.ReadOnly = d.Bool()
 	m.DeferDurability = d.Bool()
+	m.Force = d.Bool()
+	m.Check = d.Bool()
 }
 
 // HelloOK accepts a session.
@@ -309,7 +354,8 @@ type HelloOK struct {
 	Software  string
 	FakeSuper bool // the agent cannot chown/mknod and stores those in xattrs
 	Stime     int64
-	NewRoot   bool // the secondary root had no georep index yet
+	NewRoot   bool  // the secondary root had no georep index yet
+	Entries   int64 // Check: entries in the root besides .georep
 }
 
 func (*HelloOK) Type() Type { return THelloOK }
@@ -319,6 +365,7 @@ func (m *HelloOK) Encode(e *Enc) {
 	e.Bool(m.FakeSuper)
 	e.Varint(m.Stime)
 	e.Bool(m.NewRoot)
+	e.Varint(m.Entries)
 }
 func (m *HelloOK) Decode(d *Dec) {
 	m.Version = d.Uvarint()
@@ -326,6 +373,7 @@ func (m *HelloOK) Decode(d *Dec) {
 	m.FakeSuper = d.Bool()
 	m.Stime = d.Varint()
 	m.NewRoot = d.Bool()
+	m.Entries = d.Varint()
 }
 
 // List asks for the secondary's whole tree.

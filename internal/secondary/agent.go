@@ -3,7 +3,10 @@
 // for a local secondary), applies entry operations, file content and
 // metadata by file ID — confined beneath its root — and keeps the ID index
 // (.georep/ at the root) crash-consistent with the tree, so that any batch
-// can be replayed after a crash and converge.
+// can be replayed after a crash and converge. It also owns the root's role:
+// a promoted root (georep promote) is fenced against every session that
+// would write into it, and a hello checks the root before it writes
+// anything, so a refusal changes nothing (roles.go).
 package secondary
 
 import (
@@ -223,7 +226,7 @@ func Serve(ctx context.Context, rwc io.ReadWriteCloser, opts Options) error {
 			}
 			reply, err := a.hello(h)
 			if err != nil {
-				a.rep.Reply(f.ReqID, &protocol.Error{Msg: err.Error()})
+				a.rep.Reply(f.ReqID, &protocol.Error{Msg: err.Error(), Code: codeOf(err)})
 				a.rep.Flush()
 				return err
 			}
@@ -419,8 +422,20 @@ func (a *Agent) hello(h *protocol.Hello) (*protocol.HelloOK, error) {
 	}
 	a.readOnly = h.ReadOnly
 	a.deferDurable = h.DeferDurability && !h.ReadOnly
+	if h.Check {
+		return a.helloCheck(h)
+	}
 	if h.ReadOnly {
 		return a.helloReadOnly(h)
+	}
+	// Check first, write second: a refused session leaves the root as it
+	// was (nothing created, locked or reset).
+	if fd, err := unix.Open(root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+		_, err := checkRoot(fd, root, h.RootID, h.Force)
+		unix.Close(fd)
+		if err != nil {
+			return nil, err
+		}
 	}
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("secondary root %s: %w", root, err)
@@ -439,16 +454,22 @@ func (a *Agent) hello(h *protocol.Hello) (*protocol.HelloOK, error) {
 	if err := a.lockRoot(h.RootID); err != nil {
 		return nil, err
 	}
+	// Again under the lock: a role change (promote) holds it too.
+	foreign, err := checkRoot(fd, root, h.RootID, h.Force)
+	if err != nil {
+		return nil, err
+	}
 	prev, err := readSmallFile(a.metaFD, rootIDName)
 	switch {
 	case err != nil && errors.Is(err, unix.ENOENT):
 		newRoot = true
 	case err != nil:
 		return nil, fmt.Errorf("read %s: %w", rootIDFile, err)
-	case fileid.ID(strings.TrimSpace(prev)) != h.RootID:
+	case foreign:
 		// Another primary tree (or the same tree on a new filesystem) was
-		// replicated here: its IDs mean nothing now. Keep the files, forget
-		// the index; matching entries are adopted, the rest re-sent.
+		// replicated here and --force accepted it: its IDs mean nothing
+		// now. Keep the files, forget the index; the crawl adopts them by
+		// path.
 		a.log.Warn("secondary was replicated from another primary root; starting a new index", "old", strings.TrimSpace(prev), "new", h.RootID)
 		a.closeIndexDirs()
 		for _, d := range []string{"ids", "dirs"} {

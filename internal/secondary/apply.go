@@ -58,7 +58,7 @@ func (a *Agent) applyOp(op plan.Op) error {
 	case plan.Symlink, plan.Mknod:
 		return a.mkspecial(op.ID, op.To, op.Entry)
 	case plan.Adopt:
-		return a.adopt(op.ID, op.To, op.Entry)
+		return a.adopt(op.ID, op.To, op.From, op.Entry)
 	case plan.Unlink:
 		return a.unlink(op.ID, op.From)
 	case plan.RemoveTree:
@@ -91,14 +91,17 @@ func (a *Agent) stage(id fileid.ID, s tree.Slot) error {
 	if err != nil {
 		return err
 	}
-	have := a.idx.lookupIno(st.Ino)
+	have := a.idx.lookup(&st)
+	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 	if have != id {
-		if id == "" {
-			return nil // someone else's entry became one of ours: nothing to stage
+		if id == "" && !isDir && have != "" && st.Nlink > 2 {
+			// An unknown link of an inode adopted since it was listed (cp -a
+			// kept a hardlink the primary does not have): this link goes,
+			// the inode stays with its other links.
+			return unix.Renameat(pfd, s.Name, a.tmpFD, strayName())
 		}
 		return nil // the slot holds something else now: this op was applied before
 	}
-	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 	if id == "" {
 		return unix.Renameat(pfd, s.Name, a.tmpFD, strayName())
 	}
@@ -137,7 +140,7 @@ func (a *Agent) vacate(pfd int, s tree.Slot, want fileid.ID) (done bool, err err
 	if err != nil {
 		return false, err
 	}
-	have := a.idx.lookupIno(st.Ino)
+	have := a.idx.lookup(&st)
 	if have == want && want != "" {
 		return true, nil
 	}
@@ -254,7 +257,7 @@ func (a *Agent) mkdir(id fileid.ID, s tree.Slot, e *tree.Entry) error {
 	err = unix.Mkdirat(tfd, s.Name, 0o700)
 	if errors.Is(err, unix.EEXIST) {
 		st, serr := statAt(tfd, s.Name)
-		if serr == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR && a.idx.lookupIno(st.Ino) == "" {
+		if serr == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR && a.idx.lookup(&st) == "" {
 			err = nil // left by a crash before its record was written: claim it
 		} else if done, verr := a.vacate(tfd, s, id); verr != nil || done {
 			return verr
@@ -366,8 +369,59 @@ func (a *Agent) installIndex(id fileid.ID, tmp string) error {
 	return nil
 }
 
+// adoptCopy adopts the link at s of an inode that is another ID already:
+// its content is copied on the secondary (copy_file_range, no network
+// bytes) into a new inode, which takes the link's place and becomes id.
+func (a *Agent) adoptCopy(id fileid.ID, pfd int, s tree.Slot, st *unix.Stat_t) error {
+	src, err := unix.Openat(pfd, s.Name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(src)
+	tmp := idName(id) + ".adopt.new"
+	unix.Unlinkat(a.tmpFD, tmp, 0)
+	dst, err := unix.Openat(a.tmpFD, tmp, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return err
+	}
+	err = copyAll(dst, src)
+	if err == nil {
+		unix.Fchown(dst, int(st.Uid), int(st.Gid)) // not root: fake-super metadata follows
+		err = unix.Fchmod(dst, st.Mode&07777)
+	}
+	if err == nil {
+		err = unix.UtimesNanoAt(a.tmpFD, tmp, []unix.Timespec{st.Atim, st.Mtim}, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	unix.Close(dst)
+	if err == nil {
+		err = unix.Linkat(a.tmpFD, tmp, a.tmpFD, tmp+".idx", 0)
+	}
+	if err == nil {
+		err = unix.Renameat(a.tmpFD, tmp, pfd, s.Name)
+	}
+	if err != nil {
+		unix.Unlinkat(a.tmpFD, tmp, 0)
+		unix.Unlinkat(a.tmpFD, tmp+".idx", 0)
+		return fmt.Errorf("copy a shared link to adopt it: %w", err)
+	}
+	return a.installIndex(id, tmp+".idx")
+}
+
+// copyAll copies src into dst within the filesystem.
+func copyAll(dst, src int) error {
+	for {
+		n, err := unix.CopyFileRange(src, nil, dst, nil, 1<<30, 0)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
 // adopt claims an unknown entry at s as id.
-func (a *Agent) adopt(id fileid.ID, s tree.Slot, e *tree.Entry) error {
+func (a *Agent) adopt(id fileid.ID, s, rekey tree.Slot, e *tree.Entry) error {
 	pfd, err := a.slotFD(s)
 	if err != nil {
 		return err
@@ -376,14 +430,27 @@ func (a *Agent) adopt(id fileid.ID, s tree.Slot, e *tree.Entry) error {
 	if err != nil {
 		return err
 	}
-	if have := a.idx.lookupIno(st.Ino); have != "" {
+	if e != nil && tree.KindOf(st.Mode) != e.Kind {
+		return fmt.Errorf("cannot adopt a %s as a %s", tree.KindOf(st.Mode), e.Kind)
+	}
+	if have := a.idx.lookup(&st); have != "" {
 		if have == id {
 			return nil
 		}
-		return fmt.Errorf("cannot adopt: the entry is %s already", have.Short())
-	}
-	if e != nil && tree.KindOf(st.Mode) != e.Kind {
-		return fmt.Errorf("cannot adopt a %s as a %s", tree.KindOf(st.Mode), e.Kind)
+		if rekey != s && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			if _, isFile := a.idx.file(have); isFile {
+				// A hardlink on the secondary of a file the primary has as
+				// two: this link becomes a copy of its own.
+				return a.adoptCopy(id, pfd, s, &st)
+			}
+		}
+		if rekey != s || have == a.rootID {
+			return fmt.Errorf("cannot adopt: the entry is %s already", have.Short())
+		}
+		// Known under an ID the primary no longer has: it takes the new one.
+		if err := a.forgetIdentity(have, st.Mode&unix.S_IFMT == unix.S_IFDIR); err != nil {
+			return err
+		}
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return a.setDirRecord(id, &dirRec{ino: st.Ino, parent: s.Parent, name: s.Name})
@@ -416,6 +483,35 @@ func (a *Agent) adopt(id fileid.ID, s tree.Slot, e *tree.Entry) error {
 	return nil
 }
 
+// forgetIdentity drops the index entry of old, an ID the primary no longer
+// has, before its entry is adopted under a new one. For a directory, the
+// records of the directories inside it are re-pointed by the adoption
+// (setDirRecord) and their own adoptions; until then they name old, which
+// dirFD resolves through the tree again (reindexDirs) when needed.
+func (a *Agent) forgetIdentity(old fileid.ID, isDir bool) error {
+	if isDir {
+		a.dropDirRecord(old)
+		a.dirGen.Add(1)
+		return nil
+	}
+	sfd, err := a.shardFD(old)
+	if err != nil {
+		return fmt.Errorf("forget %s: %w", old.Short(), err)
+	}
+	if err := unix.Unlinkat(sfd, idName(old), 0); err != nil && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("forget %s: %w", old.Short(), err)
+	}
+	a.idx.mu.Lock()
+	if ino, ok := a.idx.files[old]; ok {
+		if a.idx.byIno[ino] == old {
+			delete(a.idx.byIno, ino)
+		}
+		delete(a.idx.files, old)
+	}
+	a.idx.mu.Unlock()
+	return nil
+}
+
 func (a *Agent) unlink(id fileid.ID, s tree.Slot) error {
 	pfd, err := a.slotFD(s)
 	if err != nil {
@@ -428,7 +524,7 @@ func (a *Agent) unlink(id fileid.ID, s tree.Slot) error {
 	if err != nil {
 		return err
 	}
-	if a.idx.lookupIno(st.Ino) != id {
+	if a.idx.lookup(&st) != id {
 		return nil // the name holds another file now
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
@@ -479,7 +575,7 @@ func (a *Agent) dropRecordsBelow(pfd int, name string) {
 		if err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue
 		}
-		if cid := a.idx.lookupIno(st.Ino); cid != "" {
+		if cid := a.idx.lookup(&st); cid != "" {
 			a.dropRecordsBelow(fd, n)
 			a.dropDirRecord(cid)
 		}

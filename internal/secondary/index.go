@@ -311,6 +311,18 @@ func (a *Agent) loadIndex() error {
 			if !id.Valid() {
 				continue
 			}
+			if owner, ok := ix.byIno[rec.ino]; ok {
+				if _, isFile := ix.files[owner]; isFile {
+					// The file index is kept by the kernel (hardlinks); a
+					// directory record naming a file's inode number is
+					// stale (the directory went, its inode was reused).
+					a.log.Debug("dropping a stale directory record", "id", id.Short())
+					if !a.readOnly {
+						unix.Unlinkat(a.rootFD, p, 0)
+					}
+					continue
+				}
+			}
 			ix.dirs[id] = rec
 			ix.byIno[rec.ino] = id
 		}
@@ -478,6 +490,26 @@ func readlinkAt(dirfd int, rel string) (string, error) {
 }
 
 // lookupIno returns the ID of an inode, or "".
+// lookup is the ID of the entry st describes: lookupIno, less a record
+// that names an entry of the other kind (stale: a directory removed
+// behind georep's back whose inode number a file now has, or the reverse).
+func (ix *index) lookup(st *unix.Stat_t) fileid.ID {
+	isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	id := ix.byIno[st.Ino]
+	if id == "" || id == ix.root {
+		return id
+	}
+	if _, ok := ix.dirs[id]; ok && !isDir {
+		return ""
+	}
+	if _, ok := ix.files[id]; ok && isDir {
+		return ""
+	}
+	return id
+}
+
 func (ix *index) lookupIno(ino uint64) fileid.ID {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()

@@ -26,7 +26,7 @@ func (a *Agent) entryOf(dirfd int, parent fileid.ID, name string, st *unix.Stat_
 	if e.Kind == tree.KindChar || e.Kind == tree.KindBlock {
 		e.Rdev = st.Rdev
 	}
-	e.ID = a.idx.lookupIno(st.Ino)
+	e.ID = a.idx.lookup(st)
 	if e.ID != "" && e.Kind != tree.KindDir && e.Nlink > 0 {
 		e.Nlink-- // the index link
 	}
@@ -107,9 +107,10 @@ type listDir struct {
 }
 
 // list streams the whole tree (but .georep) as ListChunks, then ListEnd.
-// Directories georep does not know are listed but not entered: their
-// content has no slots until they are adopted. Directory records found out
-// of date are repaired on the way.
+// Directories georep does not know are entered too, at any depth: such a
+// directory is listed under a stand-in ID (plan.UnknownDir) that names it
+// as the parent of what it holds, so the crawl can adopt it and its content
+// by path. Directory records found out of date are repaired on the way.
 func (a *Agent) list(reqID uint64) error {
 	a.repairStagedDirRecords()
 	// Staged directories (left between two places by a crash) are walked
@@ -134,7 +135,9 @@ func (a *Agent) list(reqID uint64) error {
 		if len(batch) == 0 {
 			return
 		}
-		a.rep.Reply(reqID, &protocol.ListChunk{Entries: batch})
+		// Compressed: IDs are hex and share their filesystem prefix, and
+		// parents repeat, so a listing shrinks about fourfold.
+		a.rep.Reply(reqID, &protocol.Compressed{Inner: &protocol.ListChunk{Entries: batch}})
 	}
 	workers := 2 * runtime.GOMAXPROCS(0)
 	var wg sync.WaitGroup
@@ -290,14 +293,22 @@ func (a *Agent) listOne(job listDir) ([]*tree.Entry, []listDir, error) {
 			}
 			e := a.entryOf(fd, job.id, n, &st)
 			out = append(out, e)
-			if e.Kind == tree.KindDir && e.ID != "" {
-				a.fixDirRecord(e.ID, job.id, n, st.Ino)
-				rel := n
-				if job.rel != "." {
-					rel = job.rel + "/" + n
-				}
-				subs = append(subs, listDir{rel: rel, id: e.ID})
+			if e.Kind != tree.KindDir {
+				continue
 			}
+			switch {
+			case e.ID == "":
+				// Unknown: entered too, under a stand-in ID the crawl
+				// replaces when it adopts the directory by path.
+				e.ID = plan.UnknownDir(st.Ino)
+			case !plan.IsUnknownDir(job.id):
+				a.fixDirRecord(e.ID, job.id, n, st.Ino)
+			}
+			rel := n
+			if job.rel != "." {
+				rel = job.rel + "/" + n
+			}
+			subs = append(subs, listDir{rel: rel, id: e.ID})
 		}
 		if rerr != nil || len(names) == 0 {
 			break
@@ -387,7 +398,7 @@ func (a *Agent) reindexDirs() error {
 			if err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 				continue
 			}
-			cid := a.idx.lookupIno(st.Ino)
+			cid := a.idx.lookup(&st)
 			if cid == "" || seen[cid] {
 				continue
 			}
@@ -413,7 +424,7 @@ func (a *Agent) reindexDirs() error {
 		if err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
 			continue
 		}
-		cid := a.idx.lookupIno(st.Ino)
+		cid := a.idx.lookup(&st)
 		if cid == "" || seen[cid] {
 			continue
 		}

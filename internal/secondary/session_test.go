@@ -2,6 +2,7 @@ package secondary
 
 import (
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -31,8 +32,12 @@ func TestOneWriterPerRoot(t *testing.T) {
 	if _, err := hello(t, root, &protocol.Hello{RootID: fakeID(1)}); err != nil {
 		t.Fatal(err)
 	}
-	// Another primary is refused while the first session holds the root.
-	_, err := hello(t, root, &protocol.Hello{RootID: fakeID(2)})
+	// Another primary is refused as foreign without --force, and even with
+	// it while the first session holds the root.
+	if _, err := hello(t, root, &protocol.Hello{RootID: fakeID(2)}); !errors.Is(err, protocol.ErrForeign) {
+		t.Fatalf("another primary without --force: %v, want ErrForeign", err)
+	}
+	_, err := hello(t, root, &protocol.Hello{RootID: fakeID(2), Force: true})
 	if err == nil || !strings.Contains(err.Error(), "another georep session") {
 		t.Fatalf("a second primary was let in: %v", err)
 	}

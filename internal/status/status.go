@@ -29,6 +29,9 @@ const (
 	Paused       = "Paused"
 	Stopped      = "Stopped"
 	Faulty       = "Faulty"
+	// Fenced: the secondary was promoted to a primary (georep promote) and
+	// refuses this session; LAST ERROR names the promotion and its undo.
+	Fenced = "Fenced"
 )
 
 // Crawl reasons: Report.LastCrawlReason, the keys of Report.CrawlReasons
@@ -56,8 +59,8 @@ type Report struct {
 	Session   string `json:"session"`
 	Primary   string `json:"primary"`
 	Secondary string `json:"secondary"`
-	// Status is Created, Initializing, Active, Passive, Paused, Stopped or
-	// Faulty.
+	// Status is Created, Initializing, Active, Passive, Paused, Stopped,
+	// Faulty or Fenced.
 	Status string `json:"status"`
 	// CrawlStatus is "Hybrid Crawl" (crawling the tree), "Changelog Crawl"
 	// (following the journal) or "" (not running).

@@ -64,6 +64,10 @@ func (s *Session) Execute(ctx context.Context, job *Job) error {
 		return err
 	}
 	t1 := time.Now()
+	if err := s.checkContent(ctx, job); err != nil { // check.go
+		waitOps()
+		return err
+	}
 	waitData, err := s.transferData(ctx, job)
 	if err != nil {
 		waitOps()
@@ -175,7 +179,7 @@ func (s *Session) applyOps(ctx context.Context, job *Job) (wait func() error, er
 		return done, nil
 	}
 	wait, err = sendChunked(ctx, s, ops, opsPerMessage,
-		func(c []plan.Op) protocol.Message { return &protocol.Apply{Ops: c} },
+		func(c []plan.Op) protocol.Message { return &protocol.Compressed{Inner: &protocol.Apply{Ops: c}} },
 		func(m protocol.Message) []protocol.OpError { return m.(*protocol.ApplyOK).Errors },
 		func(op plan.Op, oe protocol.OpError) {
 			slot := op.To
@@ -560,6 +564,9 @@ func (x *xfer) sendFile(ctx context.Context, t dataTask, b *batch) error {
 	if err := unix.Fstat(fd, &st); err == nil {
 		e.Size = st.Size
 		e.Meta = tree.Meta{Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid, Atime: st.Atim.Nano(), Mtime: st.Mtim.Nano()}
+		if s.cfg.TrackSuspects && racy(st.Ctim, time.Now()) {
+			s.suspect.add(e.ID) // see racy.go
+		}
 	}
 	var xattrs []protocol.Xattr
 	if !s.cfg.NoXattrs {
@@ -581,6 +588,11 @@ func (x *xfer) sendFile(ctx context.Context, t dataTask, b *batch) error {
 			x.fileDone(e.Size)
 			s.fail(Failure{ID: e.ID, Path: s.pathOf(job, e.ID, firstSlot(t.slots)), Op: "DATA", Error: err.Error(), Errno: errno(err)})
 			return nil
+		}
+		var after unix.Stat_t
+		if unix.Fstat(fd, &after) == nil && changedWhileRead(&st, &after) {
+			// Read again by the next pass (racy.go); this one fails.
+			s.fail(Failure{ID: e.ID, Path: s.pathOf(job, e.ID, firstSlot(t.slots)), Op: "DATA", Error: "changed while it was read"})
 		}
 		b.files = append(b.files, batchFile{id: e.ID, slot: firstSlot(t.slots), size: e.Size})
 		x.bytesDone.Add(e.Size)
@@ -919,7 +931,9 @@ func (s *Session) applyMeta(ctx context.Context, job *Job) (wait func() error, e
 		items = append(items, it)
 	}
 	wait, err = sendChunked(ctx, s, items, metaPerMessage,
-		func(c []protocol.MetaItem) protocol.Message { return &protocol.Meta{Items: c} },
+		func(c []protocol.MetaItem) protocol.Message {
+			return &protocol.Compressed{Inner: &protocol.Meta{Items: c}}
+		},
 		func(m protocol.Message) []protocol.OpError { return m.(*protocol.MetaOK).Errors },
 		func(it protocol.MetaItem, oe protocol.OpError) {
 			s.fail(Failure{ID: it.Entry.ID, Path: s.pathOf(job, it.Entry.ID, it.Hint), Op: "META", Error: oe.Msg, Errno: oe.Errno})

@@ -21,6 +21,10 @@ type Job struct {
 	Data []DataItem
 	// Meta lists files whose metadata must be (re)applied.
 	Meta []MetaItem
+	// Check lists files whose size and mtime match the secondary's but
+	// whose content is compared by hash (--checksum, or read too soon
+	// after a change by an earlier sync); those that differ go as data.
+	Check []DataItem
 	// Unreadable lists primary directories the crawl could not read; each
 	// is reported as a failure and its secondary content left alone.
 	Unreadable []scan.Unreadable
@@ -49,7 +53,18 @@ type MetaItem struct {
 
 // Empty reports whether the job has nothing to do.
 func (j *Job) Empty() bool {
-	return len(j.Plan.Ops) == 0 && len(j.Plan.NewFiles) == 0 && len(j.Data) == 0 && len(j.Meta) == 0
+	return len(j.Plan.Ops) == 0 && len(j.Plan.NewFiles) == 0 && len(j.Data) == 0 && len(j.Meta) == 0 && len(j.Check) == 0
+}
+
+// Adoptions counts the entries the job adopts (matched by path).
+func (j *Job) Adoptions() int {
+	n := 0
+	for _, op := range j.Plan.Ops {
+		if op.Kind == plan.Adopt {
+			n++
+		}
+	}
+	return n
 }
 
 // Counts for logs and summaries.
@@ -149,7 +164,14 @@ func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
 	if !s.cfg.DeleteExcluded {
 		secEntries = keepExcluded(secEntries, prim, s.rootID, s.filter)
 	}
-	job := diff(prim, &w.root, secEntries, end, s.rootID, stime)
+	var suspect map[fileid.ID]bool
+	if len(s.cfg.Suspects) > 0 {
+		suspect = map[fileid.ID]bool{}
+		for _, id := range s.cfg.Suspects {
+			suspect[id] = true
+		}
+	}
+	job := diff(prim, &w.root, secEntries, end, s.rootID, stime, suspect, s.cfg.Checksum)
 	s.log.Debug("crawl timings", "list", listed.Round(time.Millisecond), "walk_wait", walked.Round(time.Millisecond),
 		"diff", (time.Since(t0) - walked).Round(time.Millisecond), "primary", len(prim), "secondary", len(secEntries))
 	job.Unreadable = w.unreadable
@@ -220,7 +242,12 @@ func keepUnreadable(sec []*tree.Entry, unreadable []scan.Unreadable) []*tree.Ent
 }
 
 // diff is the pure part of a crawl.
-func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *protocol.ListEnd, rootID fileid.ID, stime int64) *Job {
+// suspect lists files whose content goes again whatever their size and
+// mtime say (read too soon after a change by an earlier sync).
+// With checksum, every file whose size and mtime match is compared by
+// content and xattrs (Job.Check), and every other entry gets all of its
+// metadata again.
+func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *protocol.ListEnd, rootID fileid.ID, stime int64, suspect map[fileid.ID]bool, checksum bool) *Job {
 	in := plan.Input{Want: map[tree.Slot]*tree.Entry{}, Have: map[tree.Slot]*tree.Entry{}, IDs: map[fileid.ID]plan.IDInfo{}}
 	primByID := map[fileid.ID]*tree.Entry{}
 	for _, e := range prim {
@@ -229,6 +256,14 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 			primByID[e.ID] = e
 		}
 	}
+	// Entries the secondary holds under no ID the primary has are matched
+	// by path first (seeded, foreign or partially indexed secondaries).
+	var limbo []fileid.ID
+	if end != nil {
+		limbo = end.Limbo
+	}
+	ad := plan.AdoptByPath(in.Want, sec, limbo, rootID)
+	sec = ad.Have
 	secByID := map[fileid.ID]*tree.Entry{}
 	for _, e := range sec {
 		in.Have[e.Slot] = e
@@ -246,6 +281,14 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 		if _, ok := secByID[e.ID]; !ok {
 			secByID[e.ID] = e
 		}
+	}
+	for _, h := range ad.Hidden {
+		info := in.IDs[h.ID]
+		info.Exists, info.Kind = true, h.Kind
+		if h.Kind == tree.KindDir {
+			info.Dir = h.Slot
+		}
+		in.IDs[h.ID] = info
 	}
 	var limboDead []fileid.ID
 	if end != nil {
@@ -271,6 +314,7 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 	}
 	plan.SortSlots(in.Slots)
 	p := plan.Make(in)
+	p.Ops = append(ad.Ops, p.Ops...)
 	// Staged or linkless files and directories the primary no longer has.
 	for _, id := range limboDead {
 		if in.IDs[id].Kind == tree.KindDir || secByID[id] == nil {
@@ -303,7 +347,11 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 	adoptedOld := map[fileid.ID]*tree.Entry{}
 	for _, op := range p.Ops {
 		if op.Kind == plan.Adopt {
-			adoptedOld[op.ID] = in.Have[op.To]
+			if old, ok := ad.Old[op.ID]; ok {
+				adoptedOld[op.ID] = old
+			} else {
+				adoptedOld[op.ID] = in.Have[op.To]
+			}
 		}
 	}
 	// New content replaces a file by rename on the secondary, which changes
@@ -353,9 +401,13 @@ func diff(prim []*tree.Entry, primRoot *tree.Entry, sec []*tree.Entry, end *prot
 		dataDiff := e.Kind == tree.KindRegular && (old.Size != e.Size || old.Meta.Mtime != e.Meta.Mtime)
 		if dataDiff {
 			job.Data = append(job.Data, DataItem{Entry: e, Hint: e.Slot, Old: old})
+		} else if e.Kind == tree.KindRegular && (checksum || suspect[e.ID]) {
+			job.Check = append(job.Check, DataItem{Entry: e, Hint: e.Slot, Old: old})
 		}
-		// New content is a new inode on the secondary: its xattrs go again.
-		metaDiff := dataDiff || old.Meta.Mode != e.Meta.Mode || old.Meta.UID != e.Meta.UID || old.Meta.GID != e.Meta.GID ||
+		// New content is a new inode on the secondary: its xattrs go again;
+		// so do an adopted entry's, which georep never saw.
+		_, adopted := adoptedOld[e.ID]
+		metaDiff := dataDiff || adopted || (checksum && e.Kind != tree.KindRegular) || old.Meta.Mode != e.Meta.Mode || old.Meta.UID != e.Meta.UID || old.Meta.GID != e.Meta.GID ||
 			(e.Kind != tree.KindDir && old.Meta.Mtime != e.Meta.Mtime) || e.Ctime > stime || stime == 0 || old.Kind != e.Kind
 		if metaDiff || (e.Kind == tree.KindDir && (touchedDirs[e.ID] || old.Meta.Mtime != e.Meta.Mtime)) {
 			job.Meta = append(job.Meta, MetaItem{Entry: e, Hint: e.Slot, Full: metaDiff})

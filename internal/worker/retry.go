@@ -6,10 +6,10 @@ import (
 	"github.com/georep/georep/internal/tree"
 )
 
-// racyWindow is how recent a primary mtime may be for the quick check of
+// quickCheckWindow is how recent a primary mtime may be for the quick check of
 // arrivedBefore to be trusted: a file written again within it may keep its
 // size and, on a coarse clock, its mtime.
-const racyWindow = 2 * time.Second
+const quickCheckWindow = 2 * time.Second
 
 // arrivedBefore reports whether the content a batch's data record names is
 // already on the secondary: the secondary's copy (old, at the same slot and
@@ -20,5 +20,5 @@ const racyWindow = 2 * time.Second
 func arrivedBefore(old, e *tree.Entry, now time.Time) bool {
 	return old != nil && old.ID == e.ID && old.ID != "" && old.Kind == tree.KindRegular && e.Kind == tree.KindRegular &&
 		old.Size == e.Size && old.Meta.Mtime == e.Meta.Mtime &&
-		now.UnixNano()-e.Meta.Mtime > int64(racyWindow)
+		now.UnixNano()-e.Meta.Mtime > int64(quickCheckWindow)
 }

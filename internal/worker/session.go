@@ -58,6 +58,21 @@ type Config struct {
 	ExcludePaths []string
 	// ReadOnly opens a session that only reads the secondary (verify).
 	ReadOnly bool
+	// Force accepts a secondary that holds another primary's replica.
+	Force bool
+	// Check only asks whether the secondary would accept the session
+	// (session create): the agent creates, locks and resets nothing.
+	Check bool
+	// Checksum compares the content of files whose size and mtime match
+	// (rsync -c): drift on the secondary that kept both is repaired.
+	Checksum bool
+	// Suspects are files an earlier sync read too soon after a change
+	// (Session.Suspects): their content is compared by hash.
+	Suspects []fileid.ID
+	// TrackSuspects records the files read too soon after a change, for
+	// Session.Suspects (one-shot syncs; continuous mode gets their D
+	// records from the journal instead).
+	TrackSuspects bool
 	// RemoteGeorep is the georep command on the secondary host.
 	RemoteGeorep string
 	// Progress, when set, is called about every 200 ms during data transfer.
@@ -86,16 +101,17 @@ type Config struct {
 
 // Session is a live connection to a secondary for one source tree.
 type Session struct {
-	cfg    Config
-	log    *slog.Logger
-	rwc    io.ReadWriteCloser
-	conn   *protocol.Conn
-	opener *fileid.Opener
-	filter *filter.Filter // cfg.Excludes
-	srcFD  int
-	fsid   fileid.FSID
-	rootID fileid.ID
-	Hello  *protocol.HelloOK
+	cfg     Config
+	suspect suspects
+	log     *slog.Logger
+	rwc     io.ReadWriteCloser
+	conn    *protocol.Conn
+	opener  *fileid.Opener
+	filter  *filter.Filter // cfg.Excludes
+	srcFD   int
+	fsid    fileid.FSID
+	rootID  fileid.ID
+	Hello   *protocol.HelloOK
 
 	// prefetched is the walk started by Connect (PrefetchWalk), taken by
 	// the first Crawl; prefetchStarted is when it began.
@@ -256,7 +272,7 @@ func Connect(ctx context.Context, cfg Config) (*Session, error) {
 		}
 	}
 	m, err := s.conn.CallThen(hctx, &protocol.Hello{Version: protocol.Version, Software: Version, RootID: s.rootID, Session: src, FakeSuper: cfg.FakeSuper, ReadOnly: cfg.ReadOnly,
-		DeferDurability: cfg.DeferDurability}, listFirst)
+		DeferDurability: cfg.DeferDurability, Force: cfg.Force, Check: cfg.Check}, listFirst)
 	if err != nil {
 		if errors.Is(err, protocol.ErrClosed) && cfg.Dest.Host != "" {
 			// ssh ended before the agent answered: say why, in ssh's words.
