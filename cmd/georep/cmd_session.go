@@ -200,9 +200,10 @@ func sessionCreate(ctx context.Context, store session.Store, name, src, dstArg s
 	if hello.NewRoot && hello.Entries > 0 && !f.force {
 		return fmt.Errorf("secondary %s is not empty (%d entries besides .georep): georep would make it a copy of %s, removing what the primary lacks; use --force to accept", dst, hello.Entries, src)
 	}
-	if hello.NewRoot && f.force {
-		// Accepted with --force: claim the root for this primary now, so
-		// the session's worker (which never forces) finds it ours.
+	if hello.NewRoot && (f.force || hello.Entries == 0) {
+		// The check passed: claim the root for this primary now, so the
+		// session's worker (which never forces) finds it ours; a missing
+		// root is created, as rsync creates its destination.
 		wcfg.Check = false
 		ws, err := worker.Connect(cctx, wcfg)
 		if err != nil {
