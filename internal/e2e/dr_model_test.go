@@ -52,7 +52,6 @@ func (s drScenario) String() string {
 func TestModelDisasterRecovery(t *testing.T) {
 	testutil.RequireRoot(t)
 	bin := testutil.GeorepBin(t)
-	testutil.SharedDir(t)
 	base := testutil.LoopExt4(t, 1024)
 	seeds := modelSeeds(t, "GEOREP_DR_SEED", envInt("GEOREP_DR_SEQUENCES", 30))
 	for i, seed := range seeds {

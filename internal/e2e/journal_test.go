@@ -113,7 +113,7 @@ func jrSetup(t *testing.T, files int, installed bool) *jrEnv {
 	}
 	e := &jrEnv{bin: bin, p: filepath.Join(dir, "P"), s: filepath.Join(dir, "S"), state: filepath.Join(dir, "state")}
 	start := time.Now()
-	// One part per churn: workload.py churns a tree once.
+	// One part per churn: the workload churns a tree once.
 	for i := range jrParts {
 		part := filepath.Join(e.p, fmt.Sprintf("part%d", i))
 		testutil.Workload(t, "populate", part, "--files", strconv.Itoa(files/jrParts), "--dirs", strconv.Itoa(max(files/jrParts/100, 10)), "--seed", strconv.Itoa(i+1))
@@ -162,19 +162,9 @@ func jrSetup(t *testing.T, files int, installed bool) *jrEnv {
 	return e
 }
 
-// churn starts workload.py churn of one part in the background.
+// churn starts the workload churn of one part in the background.
 func (e *jrEnv) churn(t *testing.T, part int, scale string) <-chan error {
-	done := make(chan error, 1)
-	go func() {
-		cmd := exec.Command("python3", filepath.Join(testutil.SharedDir(t), "bench", "workload.py"), "churn", filepath.Join(e.p, fmt.Sprintf("part%d", part)),
-			"--scale", scale, "--seed", strconv.Itoa(100+part))
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			err = fmt.Errorf("churn: %v: %s", err, out)
-		}
-		done <- err
-	}()
-	return done
+	return testutil.WorkloadAsync(t, "churn", filepath.Join(e.p, fmt.Sprintf("part%d", part)), "--scale", scale, "--seed", strconv.Itoa(100+part))
 }
 
 // stillChurning fails the test when the churn ended before the disruption
@@ -254,7 +244,7 @@ func jrScale() string {
 	if os.Getenv("GEOREP_JOURNAL_LONG") != "" {
 		return "1"
 	}
-	return "0.3"
+	return "0.9"
 }
 
 func jrFiles() int {
@@ -309,7 +299,7 @@ func TestJournalOutlivesDaemon(t *testing.T) {
 	// For comparison, the same restart with a journal per worker (as
 	// before): the gap is crawled.
 	churn := e.churn(t, 3, jrScale())
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(150 * time.Millisecond)
 	e.stillChurning(t, churn, "inline journal")
 	e.d.cmd.Process.Signal(syscall.SIGKILL)
 	err := <-e.d.done
@@ -344,7 +334,7 @@ func TestJournalHandoffAndKill(t *testing.T) {
 
 	pid := jrJournalPID(e.state)
 	churn := e.churn(t, 0, jrScale())
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(150 * time.Millisecond)
 	e.stillChurning(t, churn, "journal hand-off")
 	jrCopy(t, e.bin, e.installed) // the upgrade: a new binary on disk
 	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); !strings.HasSuffix(exe, "(deleted)") {
@@ -378,7 +368,7 @@ func TestJournalHandoffAndKill(t *testing.T) {
 
 	// kill -9 of the journal: a gap, crawled, nothing lost.
 	churn = e.churn(t, 1, jrScale())
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(150 * time.Millisecond)
 	e.stillChurning(t, churn, "kill -9 of the journal")
 	syscall.Kill(pid, syscall.SIGKILL)
 	for jrAlive(pid) {
@@ -433,14 +423,11 @@ func TestRunJournalProcessKillRestart(t *testing.T) {
 	if !strings.Contains(r.Logs(), "reading the journal process") || !strings.Contains(r.Logs(), "msg=crawling") || !jrAlive(jrJournalPID(st)) {
 		t.Fatalf("georep run did not use a journal process (and crawl for its first sync):\n%s", tail(r.Logs(), 2000))
 	}
-	churn := exec.Command("python3", filepath.Join(testutil.SharedDir(t), "bench", "workload.py"), "churn", p, "--scale", "0.5")
-	if err := churn.Start(); err != nil {
-		t.Fatal(err)
-	}
+	churn := testutil.WorkloadAsync(t, "churn", p, "--scale", "0.5")
 	time.Sleep(400 * time.Millisecond)
 	r.cmd.Process.Kill()
 	<-r.done
-	if err := churn.Wait(); err != nil {
+	if err := <-churn; err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(p, "while-down.txt"), []byte("written while georep was down\n"), 0o644)
@@ -481,17 +468,14 @@ func TestJournalFanOut(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st.Roots) != 1 || strings.Join(st.Roots[0].Consumers, ",") != "one,two" {
 		t.Fatalf("journal status: want one root read by one,two: %v\n%s", err, out)
 	}
-	churn := exec.Command("python3", filepath.Join(testutil.SharedDir(t), "bench", "workload.py"), "churn", p, "--scale", "0.5")
-	if err := churn.Start(); err != nil {
-		t.Fatal(err)
-	}
+	churn := testutil.WorkloadAsync(t, "churn", p, "--scale", "0.5")
 	time.Sleep(400 * time.Millisecond)
 	d.cmd.Process.Kill()
 	err := <-d.done
 	d.done <- err
 	os.WriteFile(filepath.Join(p, "while-down"), []byte("down"), 0o644)
 	d = dmStartDaemon(t, bin, state)
-	if err := churn.Wait(); err != nil {
+	if err := <-churn; err != nil {
 		t.Fatal(err)
 	}
 	for name, sec := range map[string]string{"one": s1, "two": s2} {
