@@ -100,14 +100,16 @@ func (a *Agent) openMeta(create bool) error {
 }
 
 // checkOwnDir checks that the directory fd (rel under the root) is the
-// agent's: its owner is the agent's user and nobody else may write in it.
+// agent's: its owner is the agent's user (or root, for a read-only
+// session) and nobody else may write in it.
 // A wrong mode is repaired when fix is set (the agent owns it).
 func (a *Agent) checkOwnDir(fd int, rel string, fix bool) error {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return fmt.Errorf("%s: %w", rel, err)
 	}
-	if euid := uint32(os.Geteuid()); st.Uid != euid {
+	// A read-only (verify) session may also read an index root made.
+	if euid := uint32(os.Geteuid()); st.Uid != euid && !(a.readOnly && st.Uid == 0) {
 		return fmt.Errorf("%s/%s belongs to uid %d, not to the agent (uid %d): %w", a.opts.Root, rel, st.Uid, euid, ErrForeignIndex)
 	}
 	if st.Mode&0o022 != 0 {
