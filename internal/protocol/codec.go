@@ -20,7 +20,7 @@ import (
 )
 
 // Version is the protocol version; both sides must speak the same major.
-const Version = 3
+const Version = 4
 
 // MaxFrame bounds a frame's size (32 MiB).
 const MaxFrame = 32 << 20

@@ -150,6 +150,7 @@ func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
 		secEntries = keepExcluded(secEntries, prim, s.rootID, s.filter)
 	}
 	job := diff(prim, &w.root, secEntries, end, s.rootID, stime)
+	remetaChangedOnSecondary(job, prim, secEntries, end)
 	s.log.Debug("crawl timings", "list", listed.Round(time.Millisecond), "walk_wait", walked.Round(time.Millisecond),
 		"diff", (time.Since(t0) - walked).Round(time.Millisecond), "primary", len(prim), "secondary", len(secEntries))
 	job.Unreadable = w.unreadable
