@@ -94,14 +94,20 @@ func TestInitialSyncProgress(t *testing.T) {
 		t.Errorf("during the initial sync: files synced grew %v, bytes remaining %v, ETA %v, LAG >= 1s %v (last %+v)",
 			sawFiles, sawRemaining, sawETA, sawLag, ts.status())
 	}
-	st := ts.status()
-	if st.FilesSynced < 40 || st.RemainingFiles != 0 || st.ETASeconds != 0 || st.Applied < 1 || st.LastApplyLagSeconds < st.LastApplySeconds {
-		t.Errorf("after the initial sync: %+v", st)
+	// The crawl's job is counted applied (with its duration and lag) right
+	// after its stime is recorded; later small batches may follow.
+	var crawlApply Status
+	ts.waitFor(t, "the crawl counted applied", 10*time.Second, func(s Status) bool {
+		if s.Applied == 1 {
+			crawlApply = s
+		}
+		return s.Applied >= 1
+	})
+	if crawlApply.Applied == 1 && (crawlApply.LastApplySeconds < 1 || crawlApply.LastApplyLagSeconds < crawlApply.LastApplySeconds) {
+		t.Errorf("the initial crawl's apply time and lag: %+v", crawlApply)
 	}
-	// The last job is the slow crawl unless a batch of the journal's
-	// (the test's own writes) followed it.
-	if st.Applied == 1 && st.LastApplySeconds < 1 {
-		t.Errorf("the initial sync's apply time is %.3fs, want >= 1s (bandwidth-limited): %+v", st.LastApplySeconds, st)
+	if st := ts.status(); st.FilesSynced < 40 || st.RemainingFiles != 0 || st.ETASeconds != 0 {
+		t.Errorf("after the initial sync: %+v", st)
 	}
 }
 

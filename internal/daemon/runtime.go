@@ -31,6 +31,7 @@ type runtime struct {
 	level    slog.LevelVar
 	resyncCh chan continuous.ResyncRequest
 
+	saveMu      sync.Mutex // one status.json write at a time
 	mu          sync.Mutex
 	sess        *session.Session
 	fingerprint string
@@ -416,8 +417,12 @@ func (rt *runtime) saveIfDirty() {
 	}
 }
 
-// save writes status.json (not for a session being deleted).
+// save writes status.json (not for a session being deleted). Saves are
+// serialized and each takes the report inside, so a periodic save that
+// started before a state change cannot land after it with the old state.
 func (rt *runtime) save() {
+	rt.saveMu.Lock()
+	defer rt.saveMu.Unlock()
 	r := rt.report()
 	rt.mu.Lock()
 	rt.dirty = false

@@ -22,6 +22,7 @@ type summary struct {
 		DataFiles int   `json:"data_files"`
 		DataBytes int64 `json:"data_bytes"`
 		Renames   int   `json:"renames"`
+		Metadata  int   `json:"metadata"`
 		Failures  int   `json:"failures"`
 		BytesSent int64 `json:"bytes_sent"`
 	} `json:"stats"`

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -163,5 +164,36 @@ func TestNonRootSecondaryKeepsSecurityXattrs(t *testing.T) {
 	}
 	if out, errOut, code := georep(t, bin, "verify", p, s, "--fake-super"); code != 0 {
 		t.Errorf("verify --fake-super: exit %d\n%s%s", code, out, errOut)
+	}
+}
+
+// TestSyncRemovesXattrAddedOnSecondary: an xattr added (or changed) on the
+// secondary alone is undone by the next sync; a sync after which nothing
+// changed anywhere sends no metadata again.
+func TestSyncRemovesXattrAddedOnSecondary(t *testing.T) {
+	bin := testutil.GeorepBin(t)
+	dir := t.TempDir()
+	p, s, st := filepath.Join(dir, "P"), filepath.Join(dir, "S"), filepath.Join(dir, "st")
+	os.MkdirAll(filepath.Join(p, "d"), 0o755)
+	for i := range 50 {
+		os.WriteFile(filepath.Join(p, "d", fmt.Sprintf("f%02d", i)), []byte("x"), 0o644)
+	}
+	setx(t, filepath.Join(p, "d", "f00"), "user.color", "blue")
+	runSync(t, bin, p, s, "--state-dir", st)
+	again := runSync(t, bin, p, s, "--state-dir", st)
+	if again.Stats.Metadata > 2 {
+		t.Errorf("a sync with no change re-sent metadata of %d entries", again.Stats.Metadata)
+	}
+	setx(t, filepath.Join(s, "d", "f01"), "user.added", "on the secondary")
+	setx(t, filepath.Join(s, "d", "f00"), "user.color", "red")
+	runSync(t, bin, p, s, "--state-dir", st)
+	if v, err := getx(filepath.Join(s, "d", "f01"), "user.added"); err == nil {
+		t.Errorf("the xattr added on the secondary survived the sync (%q)", v)
+	}
+	if v, _ := getx(filepath.Join(s, "d", "f00"), "user.color"); v != "blue" {
+		t.Errorf("user.color changed on the secondary is %q after the sync, want blue", v)
+	}
+	if out, errOut, code := georep(t, bin, "verify", p, s); code != 0 {
+		t.Errorf("verify: exit %d\n%s%s", code, out, errOut)
 	}
 }

@@ -406,6 +406,11 @@ type ListEnd struct {
 	Count int64
 	Root  *tree.Entry
 	Limbo []fileid.ID // IDs in the staging area
+	// Committed is when (the secondary's clock, Unix ns) it last recorded
+	// an stime, 0 when never. The listing's entries carry their ctime (in
+	// Entry.Ctime): one newer than Committed was changed on the secondary
+	// by someone else since (or by an attempt that did not complete).
+	Committed int64
 }
 
 func (*ListEnd) Type() Type { return TListEnd }
@@ -413,8 +418,14 @@ func (m *ListEnd) Encode(e *Enc) {
 	e.Varint(m.Count)
 	encEntry(e, m.Root)
 	encIDs(e, m.Limbo)
+	e.Varint(m.Committed)
 }
-func (m *ListEnd) Decode(d *Dec) { m.Count = d.Varint(); m.Root = decEntry(d); m.Limbo = decIDs(d) }
+func (m *ListEnd) Decode(d *Dec) {
+	m.Count = d.Varint()
+	m.Root = decEntry(d)
+	m.Limbo = decIDs(d)
+	m.Committed = d.Varint()
+}
 
 func encIDs(e *Enc, ids []fileid.ID) {
 	e.Uvarint(uint64(len(ids)))

@@ -21,6 +21,7 @@ func (a *Agent) entryOf(dirfd int, parent fileid.ID, name string, st *unix.Stat_
 	e.Meta = tree.Meta{Mode: st.Mode & 07777, UID: st.Uid, GID: st.Gid,
 		Atime: st.Atim.Sec*1e9 + st.Atim.Nsec, Mtime: st.Mtim.Sec*1e9 + st.Mtim.Nsec}
 	e.Size = st.Size
+	e.Ctime = st.Ctim.Sec*1e9 + st.Ctim.Nsec // against ListEnd.Committed
 	e.Nlink = uint32(st.Nlink)
 	e.Ino = st.Ino
 	if e.Kind == tree.KindChar || e.Kind == tree.KindBlock {
@@ -209,8 +210,20 @@ func (a *Agent) list(reqID uint64) error {
 			limbo = append(limbo, id)
 		}
 	}
-	a.rep.Reply(reqID, &protocol.ListEnd{Count: count, Root: root, Limbo: limbo})
+	a.rep.Reply(reqID, &protocol.ListEnd{Count: count, Root: root, Limbo: limbo, Committed: a.committedAt()})
 	return nil
+}
+
+// committedAt is when this secondary last recorded an stime (its clock,
+// Unix ns; 0 when never): the stime file is written after everything the
+// session applied, so an entry whose ctime is later was changed since by
+// someone else (or by an attempt that did not complete).
+func (a *Agent) committedAt() int64 {
+	st, err := statAt(a.rootFD, stimeFile)
+	if err != nil {
+		return 0
+	}
+	return st.Mtim.Sec*1e9 + st.Mtim.Nsec
 }
 
 // repairStagedDirRecords brings the records of the directories in the

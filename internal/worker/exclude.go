@@ -3,6 +3,7 @@ package worker
 import (
 	"github.com/georep/georep/internal/fileid"
 	"github.com/georep/georep/internal/filter"
+	"github.com/georep/georep/internal/protocol"
 	"github.com/georep/georep/internal/tree"
 )
 
@@ -105,6 +106,39 @@ func (pl *primaryLookup) dropExcludedSlots(slots map[tree.Slot]bool, dataIDs, me
 			if sl.Parent != "" && excluded(sl) {
 				delete(m, id)
 			}
+		}
+	}
+}
+
+// remetaChangedOnSecondary re-sends the full metadata (xattrs and ACLs
+// made exact) of the files changed on the secondary since it last
+// recorded an stime (their ctime there is later): an xattr added or
+// changed there is otherwise invisible to the crawl, whose listing carries
+// no xattrs. A secondary that never committed (Committed 0) is compared as
+// before.
+func remetaChangedOnSecondary(job *Job, prim []*tree.Entry, sec []*tree.Entry, end *protocol.ListEnd) {
+	if end == nil || end.Committed <= 0 {
+		return
+	}
+	changed := map[fileid.ID]bool{}
+	for _, e := range sec {
+		if e.ID != "" && e.Kind != tree.KindSymlink && e.Ctime > end.Committed {
+			changed[e.ID] = true
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	for i := range job.Meta {
+		if m := &job.Meta[i]; changed[m.Entry.ID] {
+			m.Full = true
+			delete(changed, m.Entry.ID)
+		}
+	}
+	for _, e := range prim {
+		if changed[e.ID] {
+			delete(changed, e.ID)
+			job.Meta = append(job.Meta, MetaItem{Entry: e, Hint: e.Slot, Full: true})
 		}
 	}
 }

@@ -172,6 +172,7 @@ func (s *Session) Crawl(ctx context.Context, stime int64) (*Job, error) {
 		}
 	}
 	job := diff(prim, &w.root, secEntries, end, s.rootID, stime, suspect, s.cfg.Checksum)
+	remetaChangedOnSecondary(job, prim, secEntries, end)
 	s.log.Debug("crawl timings", "list", listed.Round(time.Millisecond), "walk_wait", walked.Round(time.Millisecond),
 		"diff", (time.Since(t0) - walked).Round(time.Millisecond), "primary", len(prim), "secondary", len(secEntries))
 	job.Unreadable = w.unreadable
