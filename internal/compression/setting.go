@@ -8,10 +8,15 @@
 // The model: per level, a pipeline that compresses at C bytes/s (all
 // compressors together) into a link of W bytes/s moves min(C, W/ratio) raw
 // bytes per second; sending uncompressed moves W. The level with the most
-// wins, by a margin, and ties go to the lighter level. A local secondary
-// never compresses, a loopback ssh does not in auto mode (the "link" there
-// is the same two CPUs the compressor would take), and data whose sample
-// does not shrink (random or already-compressed content) is sent stored.
+// wins, by a margin, and ties go to the lighter level. W is known once the
+// senders waited on the link (its buffers full); until then compression
+// starts at zstd:2 and steps lighter while the link waits on the senders,
+// down to zstd:1 but not to raw (a slow link behind a starved compressor
+// looks the same as a fast one). A local secondary never compresses, a
+// loopback ssh does not in auto mode (the "link" there is the same CPUs
+// the compressor would take; the worker tells a loopback address answering
+// pings within 20 ms from a tunnel), and data whose sample does not shrink
+// (random or already-compressed content) is sent as is.
 package compression
 
 import (
