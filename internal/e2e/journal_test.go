@@ -239,6 +239,10 @@ func (e *jrEnv) restartDaemon(t *testing.T, sig syscall.Signal) time.Time {
 	return at
 }
 
+// jrChurnHead is how long a churn runs before the disruption (python's
+// start-up included).
+const jrChurnHead = 250 * time.Millisecond
+
 // jrScale is the churn's size: CI's moderate, the long run's heavier.
 func jrScale() string {
 	if os.Getenv("GEOREP_JOURNAL_LONG") != "" {
@@ -277,7 +281,7 @@ func TestJournalOutlivesDaemon(t *testing.T) {
 		}},
 	} {
 		churn := e.churn(t, i, jrScale())
-		time.Sleep(400 * time.Millisecond)
+		time.Sleep(jrChurnHead)
 		e.stillChurning(t, churn, c.name)
 		at := c.disrupt()
 		lat := e.marker(t, fmt.Sprintf("first-after-%d", i), at, 30*time.Second)
@@ -299,7 +303,7 @@ func TestJournalOutlivesDaemon(t *testing.T) {
 	// For comparison, the same restart with a journal per worker (as
 	// before): the gap is crawled.
 	churn := e.churn(t, 3, jrScale())
-	time.Sleep(150 * time.Millisecond)
+	time.Sleep(jrChurnHead)
 	e.stillChurning(t, churn, "inline journal")
 	e.d.cmd.Process.Signal(syscall.SIGKILL)
 	err := <-e.d.done
@@ -334,7 +338,7 @@ func TestJournalHandoffAndKill(t *testing.T) {
 
 	pid := jrJournalPID(e.state)
 	churn := e.churn(t, 0, jrScale())
-	time.Sleep(150 * time.Millisecond)
+	time.Sleep(jrChurnHead)
 	e.stillChurning(t, churn, "journal hand-off")
 	jrCopy(t, e.bin, e.installed) // the upgrade: a new binary on disk
 	if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); !strings.HasSuffix(exe, "(deleted)") {
@@ -368,7 +372,7 @@ func TestJournalHandoffAndKill(t *testing.T) {
 
 	// kill -9 of the journal: a gap, crawled, nothing lost.
 	churn = e.churn(t, 1, jrScale())
-	time.Sleep(150 * time.Millisecond)
+	time.Sleep(jrChurnHead)
 	e.stillChurning(t, churn, "kill -9 of the journal")
 	syscall.Kill(pid, syscall.SIGKILL)
 	for jrAlive(pid) {
