@@ -19,6 +19,10 @@ func seedFrames() [][]byte {
 		&Lookup{Slots: []tree.Slot{e.Slot}, IDs: []fileid.ID{id}},
 		&ListChunk{Entries: []*tree.Entry{e}},
 		&Meta{Items: []MetaItem{{Entry: e, SetXattrs: true, Xattrs: []Xattr{{Name: "user.a", Value: []byte("b")}}}}},
+		&Check{Items: []CheckItem{{ID: id, Content: [16]byte{1}, Xattrs: [8]byte{2}}}},
+		&CheckOK{Content: []uint64{0}, Xattrs: []uint64{1}},
+		&Error{Msg: "fenced", Code: CodeFenced},
+		&HelloOK{Version: Version, Entries: 3, NewRoot: true},
 	}
 	var out [][]byte
 	for _, m := range msgs {

@@ -123,3 +123,38 @@ func mustWriteFile(t *testing.T, p, s string) {
 		t.Fatal(err)
 	}
 }
+
+// TestStaleDirRecordOfAnotherDirectory: a directory record whose inode
+// number another directory now has (same kind) is told apart by the
+// secondary's file handle: the directory is listed as unknown.
+func TestStaleDirRecordOfAnotherDirectory(t *testing.T) {
+	root := t.TempDir()
+	conn, rootID := startAgent(t, root)
+	conn.Close()
+	time.Sleep(100 * time.Millisecond)
+	if err := os.Mkdir(filepath.Join(root, "newdir"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Stat_t
+	if err := unix.Lstat(filepath.Join(root, "newdir"), &st); err != nil {
+		t.Fatal(err)
+	}
+	id := fakeID(40)
+	// The record of a removed directory that had this inode number, with
+	// that directory's handle (another generation).
+	rec := strconv.FormatUint(st.Ino, 10) + " " + string(rootID) + " " + hex.EncodeToString([]byte("newdir")) + " 01000000deadbeefdeadbeef"
+	p := filepath.Join(root, dirIndexPath(id))
+	os.MkdirAll(filepath.Dir(p), 0o700)
+	if err := os.Symlink(rec, p); err != nil {
+		t.Fatal(err)
+	}
+	conn2, _ := startAgent(t, root)
+	for _, e := range listAll(t, conn2) {
+		if e.Name == "newdir" && !plan.IsUnknownDir(e.ID) {
+			t.Errorf("a directory on a reused inode number is listed as %s, want a stand-in", e.ID.Short())
+		}
+	}
+	if _, err := os.Lstat(p); !os.IsNotExist(err) {
+		t.Errorf("the stale record was kept: %v", err)
+	}
+}

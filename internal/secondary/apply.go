@@ -115,6 +115,7 @@ func (a *Agent) stage(id fileid.ID, s tree.Slot) error {
 		}
 		return unix.Renameat(pfd, s.Name, a.tmpFD, name)
 	}
+	handle := handleOf(pfd, s.Name)
 	if err := unix.Renameat2(pfd, s.Name, a.tmpFD, name, unix.RENAME_NOREPLACE); err != nil {
 		if errors.Is(err, unix.EEXIST) {
 			// A stale staged directory of the same ID: it cannot be this one.
@@ -127,7 +128,7 @@ func (a *Agent) stage(id fileid.ID, s tree.Slot) error {
 			return err
 		}
 	}
-	return a.setDirRecord(id, &dirRec{ino: st.Ino, parent: stagedParent, name: name})
+	return a.setDirRecord(id, &dirRec{ino: st.Ino, parent: stagedParent, name: name, handle: handle})
 }
 
 // vacate makes the slot free; it is a safety net for a slot the plan
@@ -187,7 +188,7 @@ func (a *Agent) move(id fileid.ID, s tree.Slot) error {
 		if err := unix.Renameat2(sfd, sname, tfd, s.Name, unix.RENAME_NOREPLACE); err != nil {
 			return err
 		}
-		return a.setDirRecord(id, &dirRec{ino: rec.ino, parent: s.Parent, name: s.Name})
+		return a.setDirRecord(id, &dirRec{ino: rec.ino, parent: s.Parent, name: s.Name, handle: rec.handle})
 	}
 	if _, ok := a.idx.file(id); !ok {
 		return fmt.Errorf("file %s is not on the secondary", id.Short())
@@ -272,7 +273,7 @@ func (a *Agent) mkdir(id fileid.ID, s tree.Slot, e *tree.Entry) error {
 	if err != nil {
 		return err
 	}
-	if err := a.setDirRecord(id, &dirRec{ino: st.Ino, parent: s.Parent, name: s.Name}); err != nil {
+	if err := a.setDirRecord(id, &dirRec{ino: st.Ino, parent: s.Parent, name: s.Name, handle: handleOf(tfd, s.Name)}); err != nil {
 		return err
 	}
 	if e != nil {
@@ -453,7 +454,7 @@ func (a *Agent) adopt(id fileid.ID, s, rekey tree.Slot, e *tree.Entry) error {
 		}
 	}
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return a.setDirRecord(id, &dirRec{ino: st.Ino, parent: s.Parent, name: s.Name})
+		return a.setDirRecord(id, &dirRec{ino: st.Ino, parent: s.Parent, name: s.Name, handle: handleOf(pfd, s.Name)})
 	}
 	sfd, err := a.shardFD(id)
 	if err != nil {

@@ -23,7 +23,7 @@ import (
 //	.georep/root          the primary root's ID (the secondary root stands for it)
 //	.georep/stime         the last stime the primary committed
 //	.georep/ids/XX/ID     a hardlink of every non-directory georep made
-//	.georep/dirs/XX/ID    a symlink per directory: "ino parentID hex(name)"
+//	.georep/dirs/XX/ID    a symlink per directory: "ino parentID hex(name) [handle]"
 //	.georep/tmp/          staging: entries between two places, files being written
 //
 // The hardlinks make the kernel keep the ID → inode mapping crash-consistent
@@ -231,6 +231,10 @@ type dirRec struct {
 	ino    uint64
 	parent fileid.ID // stagedParent when in the staging area
 	name   string
+	// handle is the secondary's own file handle of the directory (hex;
+	// inode and generation): a record whose inode number another
+	// directory reuses is told apart by it. Empty when unknown.
+	handle string
 }
 
 // index is the in-memory view of the ID index.
@@ -248,13 +252,35 @@ func newIndex() *index {
 }
 
 func encodeDirRec(r *dirRec) string {
-	return strconv.FormatUint(r.ino, 10) + " " + string(r.parent) + " " + hex.EncodeToString([]byte(r.name))
+	s := strconv.FormatUint(r.ino, 10) + " " + string(r.parent) + " " + hex.EncodeToString([]byte(r.name))
+	if r.handle != "" {
+		s += " " + r.handle
+	}
+	return s
+}
+
+// handleOf is the secondary's file handle of name in dirfd (hex), or ""
+// when the filesystem gives none.
+func handleOf(dirfd int, name string) string {
+	h, _, err := unix.NameToHandleAt(dirfd, name, 0)
+	if err != nil {
+		return ""
+	}
+	b := binary.LittleEndian.AppendUint32(nil, uint32(h.Type()))
+	return hex.EncodeToString(append(b, h.Bytes()...))
 }
 
 func decodeDirRec(s string) (*dirRec, error) {
 	f := strings.Split(s, " ")
-	if len(f) != 3 {
+	if len(f) != 3 && len(f) != 4 {
 		return nil, fmt.Errorf("bad directory record %q", s)
+	}
+	handle := ""
+	if len(f) == 4 {
+		if _, err := hex.DecodeString(f[3]); err != nil || f[3] == "" {
+			return nil, fmt.Errorf("bad directory record %q", s)
+		}
+		handle = f[3]
 	}
 	ino, err := strconv.ParseUint(f[0], 10, 64)
 	if err != nil {
@@ -268,7 +294,7 @@ func decodeDirRec(s string) (*dirRec, error) {
 	if parent != stagedParent && !parent.Valid() {
 		return nil, fmt.Errorf("bad directory record %q", s)
 	}
-	return &dirRec{ino: ino, parent: parent, name: string(name)}, nil
+	return &dirRec{ino: ino, parent: parent, name: string(name), handle: handle}, nil
 }
 
 // load reads the index from disk. Unreadable records are reported and

@@ -254,7 +254,7 @@ func (a *Agent) repairStagedDirRecords() {
 			continue // in order
 		}
 		a.log.Debug("repairing the record of a staged directory", "id", id.Short())
-		a.setDirRecord(id, &dirRec{ino: st.Ino, parent: stagedParent, name: n})
+		a.setDirRecord(id, &dirRec{ino: st.Ino, parent: stagedParent, name: n, handle: handleOf(a.tmpFD, n)})
 	}
 }
 
@@ -309,13 +309,21 @@ func (a *Agent) listOne(job listDir) ([]*tree.Entry, []listDir, error) {
 			if e.Kind != tree.KindDir {
 				continue
 			}
+			if e.ID != "" && a.staleDir(e.ID, fd, n) {
+				// Its inode number was reused: the record is not its.
+				a.log.Debug("dropping a stale directory record", "id", e.ID.Short(), "name", n)
+				if !a.readOnly {
+					a.dropDirRecord(e.ID)
+				}
+				e.ID = ""
+			}
 			switch {
 			case e.ID == "":
 				// Unknown: entered too, under a stand-in ID the crawl
 				// replaces when it adopts the directory by path.
 				e.ID = plan.UnknownDir(st.Ino)
 			case !plan.IsUnknownDir(job.id):
-				a.fixDirRecord(e.ID, job.id, n, st.Ino)
+				a.fixDirRecord(e.ID, job.id, fd, n, st.Ino)
 			}
 			rel := n
 			if job.rel != "." {
@@ -332,16 +340,28 @@ func (a *Agent) listOne(job listDir) ([]*tree.Entry, []listDir, error) {
 
 // fixDirRecord brings a directory record in line with where the directory
 // was found.
-func (a *Agent) fixDirRecord(id, parent fileid.ID, name string, ino uint64) {
+func (a *Agent) fixDirRecord(id, parent fileid.ID, dirfd int, name string, ino uint64) {
 	a.idx.mu.Lock()
 	rec, ok := a.idx.dirs[id]
-	same := ok && rec.parent == parent && rec.name == name && rec.ino == ino
+	same := ok && rec.parent == parent && rec.name == name && rec.ino == ino && rec.handle != ""
 	a.idx.mu.Unlock()
 	if same {
 		return
 	}
 	a.log.Debug("repairing a directory record", "id", id.Short(), "name", name)
-	a.setDirRecord(id, &dirRec{ino: ino, parent: parent, name: name})
+	a.setDirRecord(id, &dirRec{ino: ino, parent: parent, name: name, handle: handleOf(dirfd, name)})
+}
+
+// staleDir reports whether the directory name in dirfd, found under the
+// record of id by its inode number, is another directory: the record's
+// file handle (inode and generation) names another one.
+func (a *Agent) staleDir(id fileid.ID, dirfd int, name string) bool {
+	rec, ok := a.idx.dir(id)
+	if !ok || rec.handle == "" {
+		return false
+	}
+	h := handleOf(dirfd, name)
+	return h != "" && h != rec.handle
 }
 
 // setDirRecord writes a directory record (symlink + rename, so it is atomic).
@@ -420,7 +440,7 @@ func (a *Agent) reindexDirs() error {
 			if id == stagedParent {
 				parent = stagedParent
 			}
-			a.fixDirRecord(cid, parent, n, st.Ino)
+			a.fixDirRecord(cid, parent, fd, n, st.Ino)
 			if err := walk(rel+"/"+n, cid); err != nil {
 				return err
 			}
@@ -442,7 +462,7 @@ func (a *Agent) reindexDirs() error {
 			continue
 		}
 		seen[cid] = true
-		a.fixDirRecord(cid, stagedParent, string(cid), st.Ino)
+		a.fixDirRecord(cid, stagedParent, a.tmpFD, string(cid), st.Ino)
 		walk(tmpDir+"/"+n, cid)
 	}
 	a.idx.mu.Lock()

@@ -101,17 +101,19 @@ type Config struct {
 
 // Session is a live connection to a secondary for one source tree.
 type Session struct {
-	cfg     Config
+	cfg    Config
+	log    *slog.Logger
+	rwc    io.ReadWriteCloser
+	conn   *protocol.Conn
+	opener *fileid.Opener
+	filter *filter.Filter // cfg.Excludes
+	srcFD  int
+	fsid   fileid.FSID
+	rootID fileid.ID
+	Hello  *protocol.HelloOK
+
+	// suspect collects the files read too soon after a change (racy.go).
 	suspect suspects
-	log     *slog.Logger
-	rwc     io.ReadWriteCloser
-	conn    *protocol.Conn
-	opener  *fileid.Opener
-	filter  *filter.Filter // cfg.Excludes
-	srcFD   int
-	fsid    fileid.FSID
-	rootID  fileid.ID
-	Hello   *protocol.HelloOK
 
 	// prefetched is the walk started by Connect (PrefetchWalk), taken by
 	// the first Crawl; prefetchStarted is when it began.
