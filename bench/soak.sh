@@ -3,18 +3,18 @@
 #
 #   bench/soak.sh DURATION [WORKDIR]     DURATION: 300, 90s, 3m, 1h
 #
-# A primary tree (workload.py populate) is replicated in a loop to two
+# A primary tree (tools/workload populate) is replicated in a loop to two
 # secondaries, one local and one over a private sshd on 127.0.0.1. Between
-# and during the syncs the primary changes: workload.py churn with a new
+# and during the syncs the primary changes: tools/workload churn with a new
 # seed each time, and bursts of random single operations (creates, writes,
 # truncates, renames of files and directories, swaps, deletes, type changes,
 # hardlinks, symlinks, FIFOs, chmod, xattrs). Some syncs are cut by a fault:
 # kill -9 of georep sync, or kill -9 of the remote agent. Every few rounds the
 # churn pauses and both secondaries must converge and verify (a checkpoint).
 # At the end the churn stops, both secondaries are synced without faults and
-# judged by verify.py and georep verify; the script prints the operations
-# applied, the faults survived and the verdict, and exits 0 only when both
-# replicas verify.
+# judged by tools/treeverify (and shared/bench/verify.py where present) and
+# georep verify; the script prints the operations applied, the faults
+# survived and the verdict, and exits 0 only when both replicas verify.
 #
 # Needs root (loop mount, sshd, chown). Runs by hand, not in CI. GEOREP_BIN
 # picks the binary (default: ./cmd/georep built into WORKDIR); SOAK_SEED
@@ -39,7 +39,7 @@ esac
 here=$(cd "$(dirname "$0")/.." && pwd)
 shared=${GEOREP_SHARED_DIR:-}; d=$here # the first shared/ beside the checkout or above it
 while [ -z "$shared" ] && [ "$d" != / ]; do d=$(dirname "$d"); [ -f "$d/shared/bench/workload.py" ] && shared=$d/shared; done
-[ -n "$shared" ] || { echo "$0: needs shared/bench (workload.py, verify.py ...) beside the checkout or above it, or GEOREP_SHARED_DIR" >&2; exit 1; }
+# shared/bench is optional: where present, its verify.py judges too.
 py=/usr/bin/python3; [ -x $py ] || py=python3
 export PYTHONDONTWRITEBYTECODE=1
 RANDOM=${SOAK_SEED:-$$}
@@ -66,6 +66,9 @@ else
 	bin=$work/georep
 	(cd "$here" && PATH=/usr/local/go/bin:$PATH go build -o "$bin" ./cmd/georep) || exit 1
 fi
+# The repository's workload generator and tree oracle.
+(cd "$here" && PATH=/usr/local/go/bin:$PATH go build -o "$work/" ./tools/workload ./tools/treeverify) || exit 1
+wl=$work/workload tv=$work/treeverify
 
 # A private sshd on a free port (root logs in with a fresh key).
 sd=$work/sshd
@@ -173,7 +176,7 @@ churn() {
 		[ -e "$P/$d" ] && mv "$P/$d" "$P/$d.$n"
 		rm -rf "$P/$d.$((n - 8))"
 	done
-	if out=$($py "$shared/bench/workload.py" churn "$P" --scale "$scale" --seed "$seed" 2>&1); then
+	if out=$("$wl" churn "$P" --scale "$scale" --seed "$seed" 2>&1); then
 		# "churned DIR: append 50, chmod/chown 25, ..."
 		echo "churn $(tr ',' '\n' <<<"${out##*: }" | awk '{n += $NF} END {print n + 0}')" >>"$counts"
 	else
@@ -304,7 +307,12 @@ for line in sys.stdin:
 verify_both() {
 	local ok=0 d out
 	for d in "$S1" "$S2"; do
-		if ! out=$($py "$shared/bench/verify.py" "$P" "$d" --mtime-ns --show 1000 2>&1); then
+		if ! out=$("$tv" "$P" "$d" --mtime-ns --show 1000 2>&1); then
+			say "FAIL: treeverify $d: $(tail -1 <<<"$out")"
+			head -20 <<<"$out" >>"$log"
+			ok=1
+		fi
+		if [ -n "$shared" ] && ! out=$($py "$shared/bench/verify.py" "$P" "$d" --mtime-ns --show 1000 2>&1); then
 			say "FAIL: verify.py $d: $(tail -1 <<<"$out")"
 			head -20 <<<"$out" >>"$log"
 			explain_content "$P" "$d" <<<"$out" | tee -a "$log"
@@ -322,7 +330,7 @@ verify_both() {
 # --- the run ----------------------------------------------------------------
 say "soak for ${dur}s in $work (georep $bin, sshd on 127.0.0.1:$port)"
 rm -rf "$P" "$S1" "$S2" "$ST"
-$py "$shared/bench/workload.py" populate "$P" --files 5000 --dirs 60 --seed $((RANDOM)) >/dev/null
+"$wl" populate "$P" --files 5000 --dirs 60 --seed $((RANDOM)) >/dev/null
 converge local && converge ssh && verify_both || { verdict=FAIL; say "the initial syncs failed"; exit 1; }
 say "populated and replicated: $(find "$P" -printf . | wc -c) entries"
 
@@ -369,5 +377,5 @@ say "ops applied       $(ops_total) ($(ops_of churn) churns, $(ops_of burst) bur
 say "faults survived   $((faults[sync] + faults[agent])) (kill -9 georep sync: ${faults[sync]}, kill -9 remote agent: ${faults[agent]})"
 say "syncs that failed with no fault injected (changes racing them): $failed_syncs"
 say "tree              $(find "$P" -printf . | wc -c) entries, $(du -sh "$P" | cut -f1)"
-say "final verify      $verdict (verify.py and georep verify, local and ssh secondaries)"
+say "final verify      $verdict (treeverify${shared:+, verify.py} and georep verify, local and ssh secondaries)"
 [ "$verdict" = PASS ]

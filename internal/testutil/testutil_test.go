@@ -270,8 +270,13 @@ func TestWorkloadAndVerify(t *testing.T) {
 	if out, err := exec.Command("cp", "-a", a, b).CombinedOutput(); err != nil {
 		t.Fatalf("cp -a: %v: %s", err, out)
 	}
-	if ok, out := VerifyPy(t, a, b); !ok {
+	ok, out := VerifyPy(t, a, b)
+	if !ok {
 		t.Fatalf("cp -a copy differs:\n%s", out)
+	}
+	// Where shared/bench is present, verify.py judges as a second oracle.
+	if _, err := findSharedDir(); err == nil && !strings.Contains(out, "verify.py (") {
+		t.Errorf("shared/ is present but verify.py did not judge:\n%s", out)
 	}
 	if err := os.WriteFile(filepath.Join(b, "extra"), []byte("x"), 0o644); err != nil {
 		t.Fatal(err)

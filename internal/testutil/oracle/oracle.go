@@ -175,7 +175,7 @@ func Compare(src, dst string, o Options) (*Report, error) {
 	// polls until the replica has converged).
 	var r *Report
 	d, err := scan(dst, pats)
-	if errors.Is(err, fs.ErrNotExist) && !pathExists(dst) {
+	if errors.Is(err, errNoRoot) {
 		d, r = map[string]*entry{}, &Report{Differences: []Difference{{Kind: Missing, Path: ".", Detail: "the replica root does not exist"}}}
 	} else if err != nil {
 		return nil, fmt.Errorf("replica: %w", err)
@@ -231,10 +231,9 @@ func Compare(src, dst string, o Options) (*Report, error) {
 	return r, nil
 }
 
-func pathExists(p string) bool {
-	_, err := os.Lstat(p)
-	return err == nil
-}
+// errNoRoot marks a scan of a root that does not exist (tested by the
+// error, not by looking again: the replica may be made meanwhile).
+var errNoRoot = errors.New("the root does not exist")
 
 func patterns(excl []string) ([]Pattern, error) {
 	pats := []Pattern{mustPattern("/.georep")}
@@ -271,6 +270,9 @@ func sortedKeys(m map[string]*entry) []string {
 // pass for an empty one.
 func scan(root string, pats []Pattern) (map[string]*entry, error) {
 	fi, err := os.Lstat(root)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %w", errNoRoot, err)
+	}
 	if err != nil {
 		return nil, err
 	}

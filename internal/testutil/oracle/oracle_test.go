@@ -228,11 +228,11 @@ func TestCompareWorkloadCopy(t *testing.T) {
 	testutil.RequireRoot(t)
 	base := t.TempDir()
 	src, dst := filepath.Join(base, "src"), filepath.Join(base, "dst")
-	testutil.Workload(t, "populate", src, "--files", "1500", "--dirs", "27", "--seed", "3")
-	testutil.Workload(t, "churn", src, "--scale", "0.3", "--seed", "4")
+	testutil.Workload(t, "populate", src, "--files", "600", "--dirs", "27", "--seed", "3")
+	testutil.Workload(t, "churn", src, "--scale", "0.1", "--seed", "4")
 	copyTree(t, src, dst)
 	r := compare(t, src, dst, oracle.Options{MtimeNs: true, DirMtime: true})
-	if !r.OK() || r.SourceEntries < 1500 || r.SourceEntries != r.ReplicaEntries {
+	if !r.OK() || r.SourceEntries < 600 || r.SourceEntries != r.ReplicaEntries {
 		t.Fatalf("a cp -a copy: %s", report(r))
 	}
 	must(t, os.Remove(filepath.Join(dst, "odd names", "fifo")))
