@@ -405,6 +405,14 @@ func (s *SSHD) killLocked() {
 	if s.cmd == nil {
 		return
 	}
+	select {
+	case <-s.done:
+		// It exited and was reaped: its pid may be another process's
+		// now (another test's, in another package), never to be killed.
+		s.cmd = nil
+		return
+	default:
+	}
 	killTree(s.cmd.Process.Pid)
 	select {
 	case <-s.done:
