@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -68,8 +69,9 @@ func TestSSHKilledMidSync(t *testing.T) {
 		case <-time.After(time.Duration(150+rng.Intn(250)) * time.Millisecond):
 		}
 		// The pattern matches the local ssh client (its argv carries the
-		// remote command) and the agent on the far side.
-		if exec.Command("pkill", "-KILL", "-f", "georep secondary --root").Run() == nil {
+		// remote command) and the agent on the far side, of this test's
+		// secondary only (other packages' agents run meanwhile).
+		if exec.Command("pkill", "-KILL", "-f", "secondary --root.*"+regexp.QuoteMeta(s)).Run() == nil {
 			kills++
 		}
 	}
