@@ -579,25 +579,10 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 			break
 		}
 	}
-	if oldest > 0 {
-		r.setOldest(oldest)
-		r.update(func(s *Status) {})
-	}
-	applyStart := time.Now()
-	job, crawled, err := r.plan(ctx, sess, recs, oldest)
+	job, crawled, err := r.applyRecords(ctx, sess, recs, oldest, end)
 	if err != nil {
 		return false, err
 	}
-	if err := r.execute(ctx, sess, job, crawled); err != nil {
-		return false, err
-	}
-	if err := r.commit(ctx, sess, end); err != nil {
-		return false, err
-	}
-	if crawled {
-		r.metaSynced()
-	}
-	r.applied(applyStart)
 	for _, f := range taken {
 		os.Remove(f.Path)
 	}
@@ -614,6 +599,32 @@ func (r *runner) batch(ctx context.Context, sess *worker.Session) (bool, error) 
 	}
 	r.log.Debug("batch applied", "changelogs", len(taken), "records", len(recs), "job", job.String(), "crawl", crawled)
 	return len(taken) < len(files), nil
+}
+
+// applyRecords applies a batch's records (crawling when they cannot cover
+// it) and records end as the stime on both sides; oldest is the time of the
+// batch's oldest change (0: not known), from which the lag is counted.
+func (r *runner) applyRecords(ctx context.Context, sess *worker.Session, recs []changelog.Record, oldest, end int64) (*worker.Job, bool, error) {
+	if oldest > 0 {
+		r.setOldest(oldest)
+		r.update(func(s *Status) {})
+	}
+	applyStart := time.Now()
+	job, crawled, err := r.plan(ctx, sess, recs, oldest)
+	if err != nil {
+		return nil, false, err
+	}
+	if err := r.execute(ctx, sess, job, crawled); err != nil {
+		return nil, false, err
+	}
+	if err := r.commit(ctx, sess, end); err != nil {
+		return nil, false, err
+	}
+	if crawled {
+		r.metaSynced()
+	}
+	r.applied(applyStart)
+	return job, crawled, nil
 }
 
 // plan turns a batch's records into a job, or crawls since the stime when

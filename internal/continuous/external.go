@@ -172,25 +172,10 @@ func (r *runner) extBatch(ctx context.Context, sess *worker.Session) (bool, erro
 	if taken == 0 {
 		end = start // a crawl alone: it covers everything before it started
 	}
-	if oldest > 0 {
-		r.setOldest(oldest)
-		r.update(func(s *Status) {})
-	}
-	applyStart := time.Now()
-	job, crawled, err := r.plan(ctx, sess, recs, oldest)
+	job, crawled, err := r.applyRecords(ctx, sess, recs, oldest, end)
 	if err != nil {
 		return false, err
 	}
-	if err := r.execute(ctx, sess, job, crawled); err != nil {
-		return false, err
-	}
-	if err := r.commit(ctx, sess, end); err != nil {
-		return false, err
-	}
-	if crawled {
-		r.metaSynced()
-	}
-	r.applied(applyStart)
 	if err := service.WritePosition(r.clDir, ext.cfg.Consumer, service.Position{Root: ext.rootID, Seq: through}); err != nil {
 		return false, err
 	}
