@@ -388,17 +388,8 @@ func (a *Agent) close() {
 	a.syncWG.Wait() // a background syncfs uses rootFD
 	a.forgetAllFDs()
 	a.buryFDs()
-	a.shardMu.Lock()
-	for k, fd := range a.shards {
-		unix.Close(fd)
-		delete(a.shards, k)
-	}
-	for k, fd := range a.dshards {
-		unix.Close(fd)
-		delete(a.dshards, k)
-	}
-	a.shardMu.Unlock()
-	for _, fd := range []int{a.tmpFD, a.idsFD, a.dirsFD, a.metaFD} {
+	a.closeIndexDirs()
+	for _, fd := range []int{a.tmpFD, a.metaFD} {
 		if fd >= 0 {
 			unix.Close(fd)
 		}
