@@ -55,13 +55,13 @@ func startRun(t *testing.T, bin string, prefix []string, args ...string) *runner
 }
 
 // waitConverged polls verify.py until the trees match or the timeout.
-func waitConverged(t *testing.T, r *runner, p, s string, timeout time.Duration) time.Duration {
+func waitConverged(t *testing.T, r *runner, p, s string, timeout time.Duration, oracleArgs ...string) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var out string
 	for time.Since(start) < timeout {
 		var ok bool
-		if ok, out = testutil.VerifyPy(t, p, s); ok {
+		if ok, out = testutil.VerifyPy(t, p, s, oracleArgs...); ok {
 			return time.Since(start)
 		}
 		select {
