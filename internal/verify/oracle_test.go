@@ -3,15 +3,11 @@ package verify
 import (
 	"bytes"
 	"errors"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // benchDir finds shared/bench (verify.py and workload.py): in
@@ -101,34 +97,7 @@ func TestOracle(t *testing.T) {
 		}
 	}
 
-	// Change one file's content (same size, same mtime) and another's mode.
-	var files []string
-	must(t, filepath.WalkDir(dst, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		var st unix.Stat_t
-		if d.Type().IsRegular() && unix.Lstat(p, &st) == nil && st.Nlink == 1 && st.Size > 0 {
-			files = append(files, p)
-		}
-		return nil
-	}))
-	slices.Sort(files)
-	if len(files) < 2 {
-		t.Fatalf("only %d files", len(files))
-	}
-	b, err := os.ReadFile(files[0])
-	must(t, err)
-	b[0] ^= 0xff
-	must(t, os.WriteFile(files[0], b, 0))
-	copyMtime(t, filepath.Join(src, strings.TrimPrefix(files[0], dst)), files[0])
-	fi, err := os.Lstat(files[1])
-	must(t, err)
-	mode := os.FileMode(0o600)
-	if fi.Mode().Perm() == mode {
-		mode = 0o640
-	}
-	must(t, os.Chmod(files[1], mode))
+	tamper(t, src, dst) // one file's content (same size and mtime), another's mode
 
 	ok, line := oracle(t, bench, src, dst)
 	r := compare(t, Local(src), Local(dst), Options{})

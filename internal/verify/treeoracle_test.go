@@ -1,17 +1,13 @@
 package verify
 
 import (
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
-	"strings"
 	"testing"
 
 	treeoracle "github.com/georep/georep/internal/testutil/oracle"
 	"github.com/georep/georep/internal/testutil/workload"
-	"golang.org/x/sys/unix"
 )
 
 // TestAgreesWithTreeOracle cross-checks Compare against the repository's
@@ -50,33 +46,7 @@ func TestAgreesWithTreeOracle(t *testing.T) {
 		}
 	}
 
-	var files []string
-	must(t, filepath.WalkDir(dst, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		var st unix.Stat_t
-		if d.Type().IsRegular() && unix.Lstat(p, &st) == nil && st.Nlink == 1 && st.Size > 0 && !strings.Contains(p, "/.georep/") {
-			files = append(files, p)
-		}
-		return nil
-	}))
-	slices.Sort(files)
-	if len(files) < 2 {
-		t.Fatalf("only %d files", len(files))
-	}
-	b, err := os.ReadFile(files[0])
-	must(t, err)
-	b[0] ^= 0xff
-	must(t, os.WriteFile(files[0], b, 0))
-	copyMtime(t, filepath.Join(src, strings.TrimPrefix(files[0], dst)), files[0])
-	fi, err := os.Lstat(files[1])
-	must(t, err)
-	mode := os.FileMode(0o600)
-	if fi.Mode().Perm() == mode {
-		mode = 0o640
-	}
-	must(t, os.Chmod(files[1], mode))
+	tamper(t, src, dst)
 
 	want, err := treeoracle.Compare(src, dst, treeoracle.Options{})
 	must(t, err)

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -683,4 +685,38 @@ func TestManyFiles(t *testing.T) {
 	if r.SourceEntries != 20*51+20 {
 		t.Errorf("entries %d", r.SourceEntries)
 	}
+}
+
+// tamper changes, in dst (a copy of src), one file's content with its
+// size and mtime kept, and another file's mode: the two differences the
+// oracle tests expect every comparison to find.
+func tamper(t *testing.T, src, dst string) {
+	t.Helper()
+	var files []string
+	must(t, filepath.WalkDir(dst, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		var st unix.Stat_t
+		if d.Type().IsRegular() && unix.Lstat(p, &st) == nil && st.Nlink == 1 && st.Size > 0 && !strings.Contains(p, "/.georep/") {
+			files = append(files, p)
+		}
+		return nil
+	}))
+	slices.Sort(files)
+	if len(files) < 2 {
+		t.Fatalf("only %d files", len(files))
+	}
+	b, err := os.ReadFile(files[0])
+	must(t, err)
+	b[0] ^= 0xff
+	must(t, os.WriteFile(files[0], b, 0))
+	copyMtime(t, filepath.Join(src, strings.TrimPrefix(files[0], dst)), files[0])
+	fi, err := os.Lstat(files[1])
+	must(t, err)
+	mode := os.FileMode(0o600)
+	if fi.Mode().Perm() == mode {
+		mode = 0o640
+	}
+	must(t, os.Chmod(files[1], mode))
 }
