@@ -191,6 +191,8 @@ type runner struct {
 	// paused and its start, so it is read once.
 	pausedSeq   uint64
 	pausedStart int64
+	// cu times the start until the worker first caught up (journal process).
+	cu catchUp
 }
 
 // setOldest sets the LAG's origin (0: nothing pending).
@@ -259,6 +261,7 @@ func Run(ctx context.Context, cfg Config, report Reporter) error {
 	}
 	r := &runner{cfg: cfg, log: log, report: report, clDir: filepath.Join(cfg.Dir, "changelogs"), started: time.Now()}
 	r.st.State, r.st.Crawl = StateInitializing, CrawlHybrid
+	r.cu.started = r.started
 	if st, err := state.ReadStime(filepath.Join(cfg.Dir, "stime")); err == nil && st > 0 {
 		r.st.Stime, r.st.LastSynced = st, time.Unix(0, st)
 	}
@@ -341,6 +344,9 @@ func (r *runner) loop(ctx context.Context, jdone chan error) error {
 		r.mu.Unlock()
 		sess, err := worker.Connect(ctx, r.cfg.Worker)
 		if err == nil {
+			if r.cu.connected.IsZero() {
+				r.cu.connected = time.Now()
+			}
 			r.update(func(s *Status) { s.State, s.LastError = StateActive, "" })
 			err = r.serve(ctx, sess, jdone)
 			sess.Close()

@@ -36,6 +36,7 @@ func (r *runner) attach(ctx context.Context, src string) (*extJournal, error) {
 		return nil, fmt.Errorf("watch %s: %w", rs.Dir, err)
 	}
 	r.clDir = rs.Dir
+	r.cu.attached = time.Now()
 	r.log.Info("reading the journal process", "changelogs", rs.Dir, "covered_since", rs.CoveredSince)
 	r.update(func(s *Status) {
 		s.JournalMode, s.JournalDir, s.JournalSince = "journal process", rs.Dir, rs.CoveredSince
@@ -134,12 +135,17 @@ func (r *runner) extBatch(ctx context.Context, sess *worker.Session) (bool, erro
 		}
 	})
 	if len(sel.Take) == 0 && sel.Gap == "" {
+		if !r.cu.done {
+			r.log.Info("caught up", r.cu.fields(time.Now())...)
+			r.cu.done = true
+		}
 		if r.cfg.IdleStimeInterval > 0 && r.st.Stime > 0 && st.End-r.st.Stime >= int64(r.cfg.IdleStimeInterval) {
 			return false, r.commit(ctx, sess, st.End)
 		}
 		return false, nil
 	}
-	start := time.Now().UnixNano()
+	startT := time.Now()
+	start := startT.UnixNano()
 	var recs []changelog.Record
 	if sel.Gap != "" {
 		recs = append(recs, changelog.Record{Type: changelog.Gap, From: r.st.Stime, To: start, Reason: sel.Gap})
@@ -180,6 +186,7 @@ func (r *runner) extBatch(ctx context.Context, sess *worker.Session) (bool, erro
 		return false, err
 	}
 	more := taken < len(sel.Take)
+	r.cu.noteBatch(startT, time.Now(), taken, len(recs))
 	r.update(func(s *Status) {
 		s.Batches++
 		if !crawled {
