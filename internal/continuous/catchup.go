@@ -18,6 +18,9 @@ type catchUp struct {
 	batches, changelogs, records int
 	replay                       time.Duration
 	firstApplied                 time.Time // the first batch was applied
+	// The first batch's phases: planning (the secondary's lookups
+	// included), executing, committing the stime (syncfs on the secondary).
+	plan, execute, commit time.Duration
 	done                         bool      // logged
 }
 
@@ -40,6 +43,7 @@ func (c *catchUp) fields(now time.Time) []any {
 		"first_batch_after", r(c.since(c.firstApplied)),
 		"batches", c.batches, "changelogs", c.changelogs, "records", c.records,
 		"replay", r(c.replay),
+		"first_plan", r(c.plan), "first_execute", r(c.execute), "first_commit", r(c.commit),
 		"caught_up_after", r(c.since(now)),
 	}
 }
@@ -56,4 +60,13 @@ func (c *catchUp) noteBatch(start, end time.Time, changelogs, records int) {
 	if c.firstApplied.IsZero() {
 		c.firstApplied = end
 	}
+}
+
+// notePhases records the phases of a batch applied before the first one
+// was noted.
+func (c *catchUp) notePhases(plan, execute, commit time.Duration) {
+	if c.done || !c.firstApplied.IsZero() {
+		return
+	}
+	c.plan, c.execute, c.commit = plan, execute, commit
 }

@@ -620,12 +620,15 @@ func (r *runner) applyRecords(ctx context.Context, sess *worker.Session, recs []
 	if err != nil {
 		return nil, false, err
 	}
+	planned := time.Now()
 	if err := r.execute(ctx, sess, job, crawled); err != nil {
 		return nil, false, err
 	}
+	executed := time.Now()
 	if err := r.commit(ctx, sess, end); err != nil {
 		return nil, false, err
 	}
+	r.cu.notePhases(planned.Sub(applyStart), executed.Sub(planned), time.Since(executed))
 	if crawled {
 		r.metaSynced()
 	}

@@ -84,9 +84,9 @@ func jrBreakdown(state string, at time.Time, lat time.Duration) string {
 	start := ws.Sub(at)
 	cu, _ := time.ParseDuration(caught["caught_up_after"])
 	return fmt.Sprintf("breakdown from the restart: worker started +%s; attached to the journal +%s; connected (agent's index load %s) +%s; "+
-		"first batch applied +%s; %s batches / %s changelogs / %s records replayed in %s; caught up +%s; probe on the secondary +%s",
+		"first batch applied +%s (plan %s, execute %s, commit %s); %s batches / %s changelogs / %s records replayed in %s; caught up +%s; probe on the secondary +%s",
 		start.Round(time.Millisecond), jrPlus(start, caught["attached_after"]), idx, jrPlus(start, caught["connected_after"]),
-		jrPlus(start, caught["first_batch_after"]), caught["batches"], caught["changelogs"], caught["records"], caught["replay"],
+		jrPlus(start, caught["first_batch_after"]), caught["first_plan"], caught["first_execute"], caught["first_commit"], caught["batches"], caught["changelogs"], caught["records"], caught["replay"],
 		(start + cu).Round(time.Millisecond), lat.Round(time.Millisecond))
 }
 

@@ -42,6 +42,9 @@ const (
 type Root struct {
 	Path string // the replicated tree
 	Dir  string // changelog directory for this root, created if missing; never journaled itself
+	// RolloverInterval, when > 0, is this root's instead of Config's
+	// (SetRolloverInterval changes it at run time).
+	RolloverInterval time.Duration
 }
 
 // Config configures a Journal.
@@ -132,6 +135,7 @@ type Journal struct {
 
 	ready     chan struct{}
 	notify    chan struct{}
+	wake      chan struct{} // a root's rollover was changed or asked for (RollOver)
 	started   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -168,6 +172,10 @@ type rootState struct {
 	win     window
 	// Published for Roots (the processor owns the fields above).
 	pubVouched, pubSince, pubSeq atomic.Int64
+	// Set by any goroutine, read by the processor: the root's rollover
+	// interval (ns, 0: Config's), and a pending RollOver (ns after the
+	// window's first record; -1: none), cleared by the next changelog.
+	rollover, eager atomic.Int64
 }
 
 // RootInfo describes one root of a running journal.
@@ -228,6 +236,7 @@ func Open(cfg Config) (_ *Journal, err error) {
 		stopFD:  -1,
 		ready:   make(chan struct{}),
 		notify:  make(chan struct{}, 1),
+		wake:    make(chan struct{}, 1),
 		space:   make(chan struct{}, 1),
 	}
 	defer func() {
@@ -288,7 +297,10 @@ func Open(cfg Config) (_ *Journal, err error) {
 		} else {
 			unix.Close(fd)
 		}
-		j.roots = append(j.roots, &rootState{path: p, dir: d, id: id})
+		rs := &rootState{path: p, dir: d, id: id}
+		rs.rollover.Store(int64(max(r.RolloverInterval, 0)))
+		rs.eager.Store(-1)
+		j.roots = append(j.roots, rs)
 		j.allRoots |= 1 << uint(i)
 	}
 

@@ -174,6 +174,10 @@ func (j *Journal) run(ctx context.Context, handoff <-chan struct{}) (handing boo
 		case <-timer.C:
 			p.flushDue(time.Now().UnixNano())
 			p.armTimer(timer)
+		case <-j.wake:
+			// A rollover interval changed or a RollOver was asked for.
+			p.flushDue(time.Now().UnixNano())
+			p.armTimer(timer)
 		case <-tick.C:
 			v := p.vouch()
 			p.updateWatermark(v)
@@ -644,8 +648,7 @@ func (j *Journal) deadline(r *rootState) int64 {
 	if len(w.recs) >= maxWindowRecords {
 		return max(w.retryAt, 1)
 	}
-	d := min(w.opened+int64(j.cfg.RolloverInterval), w.last+int64(j.cfg.QuietInterval))
-	return max(d, w.retryAt)
+	return windowDeadline(w.opened, w.last, w.retryAt, j.rolloverOf(r), int64(j.cfg.QuietInterval), r.eager.Load())
 }
 
 func (p *processor) due(now int64) bool {
@@ -707,6 +710,7 @@ func (p *processor) flush(r *rootState, now, v int64, clean bool) error {
 	j := p.j
 	w := &r.win
 	seq := r.nextSeq
+	eager := r.eager.Load() // served by this changelog
 	path := filepath.Join(r.dir, changelog.FileName(seq))
 	end := max(now, w.start)
 	err := changelog.WriteFile(path, changelog.Header{Seq: seq, Start: w.start, Source: changelog.SourceJournal}, w.recs, end)
@@ -726,6 +730,7 @@ func (p *processor) flush(r *rootState, now, v int64, clean bool) error {
 		return err
 	}
 	r.nextSeq++
+	r.eager.CompareAndSwap(eager, -1) // a RollOver asked for meanwhile holds
 	j.st.records.Add(uint64(len(w.recs)))
 	j.st.changelogs.Add(1)
 	j.st.lastRollover.Store(time.Now().UnixNano())
