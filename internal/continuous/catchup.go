@@ -21,7 +21,7 @@ type catchUp struct {
 	// The first batch's phases: planning (the secondary's lookups
 	// included), executing, committing the stime (syncfs on the secondary).
 	plan, execute, commit time.Duration
-	done                         bool      // logged
+	done                  bool // logged
 }
 
 // since is d's offset from the start, or 0 when t is not set.
