@@ -205,7 +205,9 @@ func (r *runner) setOldest(ns int64) {
 // extJournal is the journal process a runner reads.
 type extJournal struct {
 	cfg        ExternalJournal
+	root       string // the primary root registered
 	rootID     string
+	rollAsked  bool // a RollOver is pending (asked since the last changelog taken)
 	notify     <-chan struct{}
 	countersAt time.Time // last journalCounters refresh
 }

@@ -20,13 +20,13 @@ import (
 func (r *runner) attach(ctx context.Context, src string) (*extJournal, error) {
 	jc := *r.cfg.Journal
 	c := service.Client{Dir: jc.Dir}
-	rs, err := c.Register(ctx, jc.Consumer, src)
+	rs, err := c.Register(ctx, jc.Consumer, src, r.cfg.RolloverInterval)
 	if errors.Is(err, service.ErrNotRunning) && jc.Start != nil {
 		r.log.Info("no journal process; starting one", "dir", jc.Dir)
 		if err := jc.Start(ctx); err != nil {
 			return nil, err
 		}
-		rs, err = c.Register(ctx, jc.Consumer, src)
+		rs, err = c.Register(ctx, jc.Consumer, src, r.cfg.RolloverInterval)
 	}
 	if err != nil {
 		return nil, err
@@ -36,12 +36,42 @@ func (r *runner) attach(ctx context.Context, src string) (*extJournal, error) {
 		return nil, fmt.Errorf("watch %s: %w", rs.Dir, err)
 	}
 	r.clDir = rs.Dir
+	ext := &extJournal{cfg: jc, rootID: rs.ID, notify: notify, root: src}
+	// What the journal holds in its open changelog is part of the backlog:
+	// have it closed now rather than at the next timed rollover.
+	r.askRollOver(ctx, ext, 0)
 	r.cu.attached = time.Now()
 	r.log.Info("reading the journal process", "changelogs", rs.Dir, "covered_since", rs.CoveredSince)
 	r.update(func(s *Status) {
 		s.JournalMode, s.JournalDir, s.JournalSince = "journal process", rs.Dir, rs.CoveredSince
 	})
-	return &extJournal{cfg: jc, rootID: rs.ID, notify: notify}, nil
+	return ext, nil
+}
+
+// idleRollover bounds how long a change made while the worker is idle
+// (caught up) waits in the journal's open changelog: about the lag of a
+// steady state, while a churn still makes changelogs of a few hundred
+// milliseconds each rather than one per event.
+const idleRollover = 200 * time.Millisecond
+
+// idleWithin is the RollOver an idle worker asks for, given the session's
+// rollover interval (0: unset).
+func idleWithin(rollover time.Duration) time.Duration {
+	if rollover > 0 && rollover < idleRollover {
+		return rollover
+	}
+	return idleRollover
+}
+
+// askRollOver asks the journal process to close the open changelog within
+// (once until the next changelog is taken). A journal process that does
+// not know the request (an older one) only delays the changes to its timed
+// rollover: it is logged, not fatal.
+func (r *runner) askRollOver(ctx context.Context, ext *extJournal, within time.Duration) {
+	ext.rollAsked = true
+	if err := (service.Client{Dir: ext.cfg.Dir}).RollOver(ctx, ext.cfg.Consumer, ext.root, within); err != nil {
+		r.log.Debug("journal rollover request", "err", err)
+	}
 }
 
 // watchDir signals (buffered, one pending at most) when a file lands in
@@ -139,6 +169,9 @@ func (r *runner) extBatch(ctx context.Context, sess *worker.Session) (bool, erro
 			r.log.Info("caught up", r.cu.fields(time.Now())...)
 			r.cu.done = true
 		}
+		if !ext.rollAsked {
+			r.askRollOver(ctx, ext, idleWithin(r.cfg.RolloverInterval))
+		}
 		if r.cfg.IdleStimeInterval > 0 && r.st.Stime > 0 && st.End-r.st.Stime >= int64(r.cfg.IdleStimeInterval) {
 			return false, r.commit(ctx, sess, st.End)
 		}
@@ -186,6 +219,9 @@ func (r *runner) extBatch(ctx context.Context, sess *worker.Session) (bool, erro
 		return false, err
 	}
 	more := taken < len(sel.Take)
+	if taken > 0 {
+		ext.rollAsked = false // served (or overtaken by a timed rollover)
+	}
 	r.cu.noteBatch(startT, time.Now(), taken, len(recs))
 	r.update(func(s *Status) {
 		s.Batches++

@@ -329,7 +329,7 @@ func (s *server) startGroup(fs string, paths []string, in *journal.Inherited) (*
 		if _, err := ensureRootID(d); err != nil {
 			return nil, s.markFailed(paths, fmt.Errorf("changelog dir of %s: %w", p, err))
 		}
-		roots = append(roots, journal.Root{Path: p, Dir: d})
+		roots = append(roots, journal.Root{Path: p, Dir: d, RolloverInterval: s.reg.rolloverOf(p)})
 	}
 	j, err := journal.Open(journal.Config{Roots: roots, Exclude: append([]string{s.opts.Dir}, s.opts.Exclude...),
 		RolloverInterval: s.opts.RolloverInterval, QueueSize: s.opts.QueueSize, Inherit: in,
@@ -430,8 +430,43 @@ func (s *server) rootsOn(fs string) []string {
 	return out
 }
 
+// applyRollovers gives every journaled root its consumers' rollover
+// interval (under s.mu).
+func (s *server) applyRollovers() {
+	for _, g := range s.groups {
+		for i, p := range g.roots {
+			if err := g.j.SetRolloverInterval(i, s.reg.rolloverOf(p)); err != nil {
+				s.log.Error("journal: rollover interval", "root", p, "err", err)
+			}
+		}
+	}
+}
+
+// rollOver asks path's open changelog to be closed within (a consumer's
+// request: it attached or caught up).
+func (s *server) rollOver(session, path string, within time.Duration) error {
+	p, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return badRequest(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !slices.Contains(s.reg.Roots[p], session) {
+		return badRequest(fmt.Errorf("%s is not a consumer of %s", session, p))
+	}
+	g := s.groups[s.fsOf[p]]
+	i := -1
+	if g != nil {
+		i = slices.Index(g.roots, p)
+	}
+	if i < 0 {
+		return fmt.Errorf("%s is not journaled now", p)
+	}
+	return g.j.RollOver(i, within)
+}
+
 // register adds session as a consumer of path.
-func (s *server) register(session, path string) (*RootStatus, error) {
+func (s *server) register(session, path string, rollover time.Duration) (*RootStatus, error) {
 	if err := validSession(session); err != nil {
 		return nil, badRequest(err)
 	}
@@ -449,6 +484,7 @@ func (s *server) register(session, path string) (*RootStatus, error) {
 		return nil, badRequest(err)
 	}
 	_, known := s.reg.Roots[p]
+	s.reg.setRollover(p, session, rollover)
 	g := s.groups[fs]
 	if !known || g == nil || !slices.Contains(g.roots, p) {
 		s.reg.add(p, session)
@@ -462,6 +498,7 @@ func (s *server) register(session, path string) (*RootStatus, error) {
 	} else {
 		s.reg.add(p, session)
 	}
+	s.applyRollovers()
 	if err := state.WriteJSON(s.regPath(), &s.reg); err != nil {
 		s.log.Error("journal: cannot save roots.json", "err", err)
 	}
@@ -510,6 +547,7 @@ func (s *server) unregister(session, path string) error {
 		}
 		delete(s.fsOf, p)
 	}
+	s.applyRollovers()
 	if err := state.WriteJSON(s.regPath(), &s.reg); err != nil {
 		s.log.Error("journal: cannot save roots.json", "err", err)
 	}
@@ -647,9 +685,12 @@ func decodeRequest(line []byte) (Request, error) {
 		return Request{}, fmt.Errorf("bad request: %w", err)
 	}
 	switch req.Op {
-	case "register", "unregister":
+	case "register", "unregister", "rollover":
 		if err := validSession(req.Session); err != nil {
 			return Request{}, err
+		}
+		if req.Rollover < 0 || req.Rollover > journal.MaxRollover || req.Within < 0 || req.Within > journal.MaxRollover {
+			return Request{}, fmt.Errorf("rollover %s, within %s: out of [0, %s]", req.Rollover, req.Within, journal.MaxRollover)
 		}
 	case "status", "reexec":
 	default:
@@ -684,9 +725,11 @@ func (s *server) handle(c *net.UnixConn) {
 	var resp Response
 	switch req.Op {
 	case "register":
-		resp.Root, err = s.register(req.Session, req.Path)
+		resp.Root, err = s.register(req.Session, req.Path, req.Rollover)
 	case "unregister":
 		err = s.unregister(req.Session, req.Path)
+	case "rollover":
+		err = s.rollOver(req.Session, req.Path, req.Within)
 	case "status":
 		resp.Status = s.status()
 	case "reexec":

@@ -156,7 +156,7 @@ func TestServerRegisterAndGC(t *testing.T) {
 	var rs *RootStatus
 	var err error
 	for i := 0; i < 100; i++ {
-		if rs, err = c.Register(ctx, "a", src); !errors.Is(err, ErrNotRunning) {
+		if rs, err = c.Register(ctx, "a", src, 0); !errors.Is(err, ErrNotRunning) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -167,17 +167,17 @@ func TestServerRegisterAndGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Register(ctx, "b", src); err != nil {
+	if _, err := c.Register(ctx, "b", src, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Register(ctx, "bad/name", src); !errors.Is(err, ErrRefused) {
+	if _, err := c.Register(ctx, "bad/name", src, 0); !errors.Is(err, ErrRefused) {
 		t.Errorf("bad consumer name: %v", err)
 	}
 	os.WriteFile(filepath.Join(src, "one"), nil, 0o644)
 	waitFor(t, "changelog of one", func() bool { return named(t, rs.Dir, "one") })
 	// A second root on the same filesystem: the first loses nothing.
 	os.WriteFile(filepath.Join(src, "two"), nil, 0o644)
-	if _, err := c.Register(ctx, "c", src2); err != nil {
+	if _, err := c.Register(ctx, "c", src2, 0); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(src, "three"), nil, 0o644)
