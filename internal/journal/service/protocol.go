@@ -40,6 +40,9 @@ type RootStatus struct {
 	Dir       string   `json:"dir"`
 	ID        string   `json:"id"` // root.id: changes when the changelog dir is made anew
 	Consumers []string `json:"consumers"`
+	// Rollover is the shortest rollover interval its consumers asked for
+	// (0: the journal process's).
+	Rollover time.Duration `json:"rollover,omitempty"`
 	// Error is why the root is not journaled now (its group failed).
 	Error        string    `json:"error,omitempty"`
 	CoveredSince time.Time `json:"covered_since"`

@@ -558,7 +558,7 @@ func (s *server) unregister(session, path string) error {
 // rootStatus describes p (under s.mu).
 func (s *server) rootStatus(p string) RootStatus {
 	d := Dir(s.opts.Dir, p)
-	rs := RootStatus{Path: p, Dir: d, Consumers: slices.Clone(s.reg.Roots[p]), Error: s.rootErr[p]}
+	rs := RootStatus{Path: p, Dir: d, Consumers: slices.Clone(s.reg.Roots[p]), Error: s.rootErr[p], Rollover: s.reg.rolloverOf(p)}
 	rs.ID, _ = RootID(d)
 	if g := s.groups[s.fsOf[p]]; g != nil {
 		if i := slices.Index(g.roots, p); i >= 0 {
