@@ -423,6 +423,9 @@ func (r *runner) serve(ctx context.Context, sess *worker.Session, jdone chan err
 			}
 		}
 	}
+	if r.ext != nil {
+		r.flushJournal(ctx)
+	}
 	tick := time.NewTicker(r.cfg.ChangeInterval)
 	defer tick.Stop()
 	for {

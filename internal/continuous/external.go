@@ -37,9 +37,6 @@ func (r *runner) attach(ctx context.Context, src string) (*extJournal, error) {
 	}
 	r.clDir = rs.Dir
 	ext := &extJournal{cfg: jc, rootID: rs.ID, notify: notify, root: src}
-	// What the journal holds in its open changelog is part of the backlog:
-	// have it closed now rather than at the next timed rollover.
-	r.askRollOver(ctx, ext, 0)
 	r.cu.attached = time.Now()
 	r.log.Info("reading the journal process", "changelogs", rs.Dir, "covered_since", rs.CoveredSince)
 	r.update(func(s *Status) {
@@ -61,6 +58,16 @@ func idleWithin(rollover time.Duration) time.Duration {
 		return rollover
 	}
 	return idleRollover
+}
+
+// flushJournal has the journal process write its open changelog now and
+// waits for it: what it holds is part of the backlog a connected worker is
+// about to list, so the first batch takes it rather than the next timed
+// rollover's. Failing is not fatal (the changes wait for the rollover).
+func (r *runner) flushJournal(ctx context.Context) {
+	if err := (service.Client{Dir: r.ext.cfg.Dir}).RollOver(ctx, r.ext.cfg.Consumer, r.ext.root, 0); err != nil {
+		r.log.Debug("journal flush request", "err", err)
+	}
 }
 
 // askRollOver asks the journal process to close the open changelog within

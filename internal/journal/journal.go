@@ -136,6 +136,8 @@ type Journal struct {
 	ready     chan struct{}
 	notify    chan struct{}
 	wake      chan struct{} // a root's rollover was changed or asked for (RollOver)
+	flushReq  chan flushReq // Flush requests, served by the processor
+	exited    chan struct{} // closed when the processor stopped
 	started   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -229,15 +231,17 @@ func Open(cfg Config) (_ *Journal, err error) {
 		return nil, fmt.Errorf("journal: %d roots: at most 64 per journal", len(cfg.Roots))
 	}
 	j := &Journal{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		mountFD: -1,
-		fd:      -1,
-		stopFD:  -1,
-		ready:   make(chan struct{}),
-		notify:  make(chan struct{}, 1),
-		wake:    make(chan struct{}, 1),
-		space:   make(chan struct{}, 1),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		mountFD:  -1,
+		fd:       -1,
+		stopFD:   -1,
+		ready:    make(chan struct{}),
+		notify:   make(chan struct{}, 1),
+		wake:     make(chan struct{}, 1),
+		flushReq: make(chan flushReq),
+		exited:   make(chan struct{}),
+		space:    make(chan struct{}, 1),
 	}
 	defer func() {
 		if err != nil {

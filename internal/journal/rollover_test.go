@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -65,6 +66,22 @@ func TestRollOverOnRequest(t *testing.T) {
 	write("c")
 	waitRecords(t, r.Dir, "c after SetRolloverInterval", func(recs []changelog.Record) bool { return entryNamed(recs, "c") })
 
+	// Flush: the change made before it is in a changelog when it returns.
+	must(t, h.j.SetRolloverInterval(0, 0)) // back to the hour
+	write("d")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	asked = time.Now()
+	must(t, h.j.Flush(ctx, 0))
+	if recs := allRecords(readChangelogs(t, r.Dir)); !entryNamed(recs, "d") {
+		t.Fatal("d is not in a changelog when Flush returned")
+	}
+	t.Logf("Flush: returned %s after the request", time.Since(asked).Round(time.Millisecond))
+	must(t, h.j.Flush(ctx, 0)) // nothing open: returns at once
+	if err := h.j.Flush(ctx, 3); !errors.Is(err, ErrNoRoot) {
+		t.Errorf("Flush of root 3 of 1: %v, want ErrNoRoot", err)
+	}
+
 	if err := h.j.RollOver(1, 0); !errors.Is(err, ErrNoRoot) {
 		t.Errorf("RollOver of root 1 of 1: %v, want ErrNoRoot", err)
 	}
@@ -73,5 +90,21 @@ func TestRollOverOnRequest(t *testing.T) {
 	}
 	if err := h.j.SetRolloverInterval(0, 2*MaxRollover); err == nil {
 		t.Error("SetRolloverInterval of 2h: no error")
+	}
+}
+
+func TestFlushReady(t *testing.T) {
+	for _, c := range []struct {
+		v, now, at, wait int64
+		want             bool
+	}{
+		{v: 100, now: 100, at: 90, wait: 50, want: true}, // every event before it processed
+		{v: 80, now: 100, at: 90, wait: 50, want: false}, // some may still be queued
+		{v: 80, now: 140, at: 90, wait: 50, want: true},  // waited long enough
+		{v: 90, now: 90, at: 90, wait: 50, want: true},
+	} {
+		if got := flushReady(c.v, c.now, c.at, c.wait); got != c.want {
+			t.Errorf("flushReady(%+v) = %v", c, got)
+		}
 	}
 }

@@ -92,10 +92,11 @@ type processor struct {
 	linkBuf []byte
 	ev      event
 
-	processed       uint64 // batches processed
-	lastEmptyBefore int64  // emptyBefore of the last processed batch
-	cur             *batch // batch being processed
-	now             int64  // when processing of cur began
+	processed       uint64     // batches processed
+	lastEmptyBefore int64      // emptyBefore of the last processed batch
+	cur             *batch     // batch being processed
+	now             int64      // when processing of cur began
+	flushes         []flushReq // Flush requests waiting for the events before them
 }
 
 // stateEvery: an idle root's journal.state is rewritten when its vouched
@@ -129,6 +130,7 @@ func (j *Journal) run(ctx context.Context, handoff <-chan struct{}) (handing boo
 		}
 	}()
 	defer close(stopped)
+	defer close(j.exited)
 
 	p := &processor{
 		j:               j,
@@ -170,9 +172,20 @@ func (j *Journal) run(ctx context.Context, handoff <-chan struct{}) (handing boo
 			if p.due(now) {
 				p.flushDue(now)
 			}
+			if len(p.flushes) > 0 {
+				p.serveFlushes()
+			}
 			p.armTimer(timer)
 		case <-timer.C:
 			p.flushDue(time.Now().UnixNano())
+			p.armTimer(timer)
+		case req := <-j.flushReq:
+			req.at = time.Now().UnixNano()
+			p.flushes = append(p.flushes, req)
+			p.serveFlushes()
+			p.armTimer(timer)
+		case <-p.flushPoll():
+			p.serveFlushes()
 			p.armTimer(timer)
 		case <-j.wake:
 			// A rollover interval changed or a RollOver was asked for.

@@ -72,8 +72,8 @@ func (c Client) Unregister(ctx context.Context, session, root string) error {
 }
 
 // RollOver asks the journal process to close root's open changelog (or
-// the next one) at most within after its first record: session, a
-// consumer of root, waits for it.
+// the next one) at most within after its first record; within 0 writes it
+// now and returns once it is durable. session is a consumer of root.
 func (c Client) RollOver(ctx context.Context, session, root string, within time.Duration) error {
 	_, err := c.do(ctx, Request{Op: "rollover", Session: session, Path: root, Within: within})
 	return err

@@ -15,7 +15,8 @@ type Request struct {
 	// first record (0: the journal process's --rollover-interval).
 	Rollover time.Duration `json:"rollover,omitempty"`
 	// Within (rollover) asks the root's open changelog, or the next one,
-	// to be closed at most this long after its first record (0: at once).
+	// to be closed at most this long after its first record; 0 writes the
+	// open one now and answers once it is durable.
 	Within time.Duration `json:"within,omitempty"`
 }
 

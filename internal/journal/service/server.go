@@ -442,16 +442,21 @@ func (s *server) applyRollovers() {
 	}
 }
 
-// rollOver asks path's open changelog to be closed within (a consumer's
-// request: it attached or caught up).
+// flushTimeout bounds a consumer's wait for a Flush.
+const flushTimeout = 5 * time.Second
+
+// rollOver serves a consumer's request for path's open changelog: within 0
+// writes it now and answers once it is durable (a worker about to list its
+// backlog); within > 0 asks it to be closed at most that long after its
+// first record (a worker that caught up).
 func (s *server) rollOver(session, path string, within time.Duration) error {
 	p, err := filepath.EvalSymlinks(path)
 	if err != nil {
 		return badRequest(err)
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !slices.Contains(s.reg.Roots[p], session) {
+		s.mu.Unlock()
 		return badRequest(fmt.Errorf("%s is not a consumer of %s", session, p))
 	}
 	g := s.groups[s.fsOf[p]]
@@ -459,10 +464,16 @@ func (s *server) rollOver(session, path string, within time.Duration) error {
 	if g != nil {
 		i = slices.Index(g.roots, p)
 	}
+	s.mu.Unlock()
 	if i < 0 {
 		return fmt.Errorf("%s is not journaled now", p)
 	}
-	return g.j.RollOver(i, within)
+	if within > 0 {
+		return g.j.RollOver(i, within)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, flushTimeout)
+	defer cancel()
+	return g.j.Flush(ctx, i)
 }
 
 // register adds session as a consumer of path.
