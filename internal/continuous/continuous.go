@@ -208,6 +208,7 @@ type extJournal struct {
 	root       string // the primary root registered
 	rootID     string
 	rollAsked  bool // a RollOver is pending (asked since the last changelog taken)
+	rollWarned bool // a failed rollover request was logged as a warning
 	notify     <-chan struct{}
 	countersAt time.Time // last journalCounters refresh
 }

@@ -66,7 +66,7 @@ func idleWithin(rollover time.Duration) time.Duration {
 // rollover's. Failing is not fatal (the changes wait for the rollover).
 func (r *runner) flushJournal(ctx context.Context) {
 	if err := (service.Client{Dir: r.ext.cfg.Dir}).RollOver(ctx, r.ext.cfg.Consumer, r.ext.root, 0); err != nil {
-		r.log.Debug("journal flush request", "err", err)
+		r.rollOverFailed(r.ext, err)
 	}
 }
 
@@ -77,8 +77,20 @@ func (r *runner) flushJournal(ctx context.Context) {
 func (r *runner) askRollOver(ctx context.Context, ext *extJournal, within time.Duration) {
 	ext.rollAsked = true
 	if err := (service.Client{Dir: ext.cfg.Dir}).RollOver(ctx, ext.cfg.Consumer, ext.root, within); err != nil {
-		r.log.Debug("journal rollover request", "err", err)
+		r.rollOverFailed(ext, err)
 	}
+}
+
+// rollOverFailed logs a refused or failed rollover request: a warning the
+// first time, then at debug level (the changes only wait for the timed
+// rollover).
+func (r *runner) rollOverFailed(ext *extJournal, err error) {
+	if !ext.rollWarned {
+		ext.rollWarned = true
+		r.log.Warn("the journal process did not take a rollover request; changes wait for its timed rollover", "err", err)
+		return
+	}
+	r.log.Debug("journal rollover request", "err", err)
 }
 
 // watchDir signals (buffered, one pending at most) when a file lands in
