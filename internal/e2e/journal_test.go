@@ -258,7 +258,7 @@ func (e *jrEnv) restartDaemon(t *testing.T, sig syscall.Signal) time.Time {
 
 // jrChurnHead is how long a churn runs before the disruption (python's
 // start-up included).
-const jrChurnHead = 250 * time.Millisecond
+const jrChurnHead = 150 * time.Millisecond
 
 // jrScale is the churn's size: CI's moderate, the long run's heavier.
 func jrScale() string {
