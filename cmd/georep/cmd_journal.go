@@ -46,7 +46,7 @@ func runJournal(ctx context.Context, args []string) error {
 	stateDir := fs.String("state-dir", "", "state directory (default $GEOREP_STATE_DIR or /var/lib/georep)")
 	maxBytes := fs.Int64("max-changelog-bytes", service.DefaultMaxBytes, "most bytes of changelogs kept per root")
 	queue := fs.Int("queue-size", 0, "fanotify queue length (0 = kernel default; testing: tiny queues force overflows)")
-	rollover := fs.Duration("rollover-interval", time.Second, "longest a changelog stays open")
+	rollover := fs.Duration("rollover-interval", time.Second, "longest a changelog stays open, for roots whose sessions give none (a session's rollover-interval, the shortest of a root's sessions, wins)")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	pos, err := cli.Parse(fs, args)
 	if err != nil {

@@ -191,6 +191,8 @@ type runner struct {
 	// paused and its start, so it is read once.
 	pausedSeq   uint64
 	pausedStart int64
+	// cu times the start until the worker first caught up (journal process).
+	cu catchUp
 }
 
 // setOldest sets the LAG's origin (0: nothing pending).
@@ -203,7 +205,10 @@ func (r *runner) setOldest(ns int64) {
 // extJournal is the journal process a runner reads.
 type extJournal struct {
 	cfg        ExternalJournal
+	root       string // the primary root registered
 	rootID     string
+	rollAsked  bool // a RollOver is pending (asked since the last changelog taken)
+	rollWarned bool // a failed rollover request was logged as a warning
 	notify     <-chan struct{}
 	countersAt time.Time // last journalCounters refresh
 }
@@ -259,6 +264,7 @@ func Run(ctx context.Context, cfg Config, report Reporter) error {
 	}
 	r := &runner{cfg: cfg, log: log, report: report, clDir: filepath.Join(cfg.Dir, "changelogs"), started: time.Now()}
 	r.st.State, r.st.Crawl = StateInitializing, CrawlHybrid
+	r.cu.started = r.started
 	if st, err := state.ReadStime(filepath.Join(cfg.Dir, "stime")); err == nil && st > 0 {
 		r.st.Stime, r.st.LastSynced = st, time.Unix(0, st)
 	}
@@ -341,6 +347,9 @@ func (r *runner) loop(ctx context.Context, jdone chan error) error {
 		r.mu.Unlock()
 		sess, err := worker.Connect(ctx, r.cfg.Worker)
 		if err == nil {
+			if r.cu.connected.IsZero() {
+				r.cu.connected = time.Now()
+			}
 			r.update(func(s *Status) { s.State, s.LastError = StateActive, "" })
 			err = r.serve(ctx, sess, jdone)
 			sess.Close()
@@ -414,6 +423,9 @@ func (r *runner) serve(ctx context.Context, sess *worker.Session, jdone chan err
 			case <-time.After(wait):
 			}
 		}
+	}
+	if r.ext != nil {
+		r.flushJournal(ctx)
 	}
 	tick := time.NewTicker(r.cfg.ChangeInterval)
 	defer tick.Stop()
@@ -614,12 +626,15 @@ func (r *runner) applyRecords(ctx context.Context, sess *worker.Session, recs []
 	if err != nil {
 		return nil, false, err
 	}
+	planned := time.Now()
 	if err := r.execute(ctx, sess, job, crawled); err != nil {
 		return nil, false, err
 	}
+	executed := time.Now()
 	if err := r.commit(ctx, sess, end); err != nil {
 		return nil, false, err
 	}
+	r.cu.notePhases(planned.Sub(applyStart), executed.Sub(planned), time.Since(executed))
 	if crawled {
 		r.metaSynced()
 	}

@@ -20,13 +20,13 @@ import (
 func (r *runner) attach(ctx context.Context, src string) (*extJournal, error) {
 	jc := *r.cfg.Journal
 	c := service.Client{Dir: jc.Dir}
-	rs, err := c.Register(ctx, jc.Consumer, src)
+	rs, err := c.Register(ctx, jc.Consumer, src, r.cfg.RolloverInterval)
 	if errors.Is(err, service.ErrNotRunning) && jc.Start != nil {
 		r.log.Info("no journal process; starting one", "dir", jc.Dir)
 		if err := jc.Start(ctx); err != nil {
 			return nil, err
 		}
-		rs, err = c.Register(ctx, jc.Consumer, src)
+		rs, err = c.Register(ctx, jc.Consumer, src, r.cfg.RolloverInterval)
 	}
 	if err != nil {
 		return nil, err
@@ -36,11 +36,61 @@ func (r *runner) attach(ctx context.Context, src string) (*extJournal, error) {
 		return nil, fmt.Errorf("watch %s: %w", rs.Dir, err)
 	}
 	r.clDir = rs.Dir
+	ext := &extJournal{cfg: jc, rootID: rs.ID, notify: notify, root: src}
+	r.cu.attached = time.Now()
 	r.log.Info("reading the journal process", "changelogs", rs.Dir, "covered_since", rs.CoveredSince)
 	r.update(func(s *Status) {
 		s.JournalMode, s.JournalDir, s.JournalSince = "journal process", rs.Dir, rs.CoveredSince
 	})
-	return &extJournal{cfg: jc, rootID: rs.ID, notify: notify}, nil
+	return ext, nil
+}
+
+// idleRollover bounds how long a change made while the worker is idle
+// (caught up) waits in the journal's open changelog: about the lag of a
+// steady state, while a churn still makes changelogs of a few hundred
+// milliseconds each rather than one per event.
+const idleRollover = 200 * time.Millisecond
+
+// idleWithin is the RollOver an idle worker asks for, given the session's
+// rollover interval (0: unset).
+func idleWithin(rollover time.Duration) time.Duration {
+	if rollover > 0 && rollover < idleRollover {
+		return rollover
+	}
+	return idleRollover
+}
+
+// flushJournal has the journal process write its open changelog now and
+// waits for it: what it holds is part of the backlog a connected worker is
+// about to list, so the first batch takes it rather than the next timed
+// rollover's. Failing is not fatal (the changes wait for the rollover).
+func (r *runner) flushJournal(ctx context.Context) {
+	if err := (service.Client{Dir: r.ext.cfg.Dir}).RollOver(ctx, r.ext.cfg.Consumer, r.ext.root, 0); err != nil {
+		r.rollOverFailed(r.ext, err)
+	}
+}
+
+// askRollOver asks the journal process to close the open changelog within
+// (once until the next changelog is taken). A journal process that does
+// not know the request (an older one) only delays the changes to its timed
+// rollover: it is logged, not fatal.
+func (r *runner) askRollOver(ctx context.Context, ext *extJournal, within time.Duration) {
+	ext.rollAsked = true
+	if err := (service.Client{Dir: ext.cfg.Dir}).RollOver(ctx, ext.cfg.Consumer, ext.root, within); err != nil {
+		r.rollOverFailed(ext, err)
+	}
+}
+
+// rollOverFailed logs a refused or failed rollover request: a warning the
+// first time, then at debug level (the changes only wait for the timed
+// rollover).
+func (r *runner) rollOverFailed(ext *extJournal, err error) {
+	if !ext.rollWarned {
+		ext.rollWarned = true
+		r.log.Warn("the journal process did not take a rollover request; changes wait for its timed rollover", "err", err)
+		return
+	}
+	r.log.Debug("journal rollover request", "err", err)
 }
 
 // watchDir signals (buffered, one pending at most) when a file lands in
@@ -134,12 +184,20 @@ func (r *runner) extBatch(ctx context.Context, sess *worker.Session) (bool, erro
 		}
 	})
 	if len(sel.Take) == 0 && sel.Gap == "" {
+		if !r.cu.done {
+			r.log.Info("caught up", r.cu.fields(time.Now())...)
+			r.cu.done = true
+		}
+		if !ext.rollAsked {
+			r.askRollOver(ctx, ext, idleWithin(r.cfg.RolloverInterval))
+		}
 		if r.cfg.IdleStimeInterval > 0 && r.st.Stime > 0 && st.End-r.st.Stime >= int64(r.cfg.IdleStimeInterval) {
 			return false, r.commit(ctx, sess, st.End)
 		}
 		return false, nil
 	}
-	start := time.Now().UnixNano()
+	startT := time.Now()
+	start := startT.UnixNano()
 	var recs []changelog.Record
 	if sel.Gap != "" {
 		recs = append(recs, changelog.Record{Type: changelog.Gap, From: r.st.Stime, To: start, Reason: sel.Gap})
@@ -180,6 +238,10 @@ func (r *runner) extBatch(ctx context.Context, sess *worker.Session) (bool, erro
 		return false, err
 	}
 	more := taken < len(sel.Take)
+	if taken > 0 {
+		ext.rollAsked = false // served (or overtaken by a timed rollover)
+	}
+	r.cu.noteBatch(startT, time.Now(), taken, len(recs))
 	r.update(func(s *Status) {
 		s.Batches++
 		if !crawled {

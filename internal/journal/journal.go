@@ -42,6 +42,9 @@ const (
 type Root struct {
 	Path string // the replicated tree
 	Dir  string // changelog directory for this root, created if missing; never journaled itself
+	// RolloverInterval, when > 0, is this root's instead of Config's
+	// (SetRolloverInterval changes it at run time).
+	RolloverInterval time.Duration
 }
 
 // Config configures a Journal.
@@ -132,6 +135,9 @@ type Journal struct {
 
 	ready     chan struct{}
 	notify    chan struct{}
+	wake      chan struct{} // a root's rollover was changed or asked for (RollOver)
+	flushReq  chan flushReq // Flush requests, served by the processor
+	exited    chan struct{} // closed when the processor stopped
 	started   atomic.Bool
 	closeOnce sync.Once
 	closeErr  error
@@ -168,6 +174,10 @@ type rootState struct {
 	win     window
 	// Published for Roots (the processor owns the fields above).
 	pubVouched, pubSince, pubSeq atomic.Int64
+	// Set by any goroutine, read by the processor: the root's rollover
+	// interval (ns, 0: Config's), and a pending RollOver (ns after the
+	// window's first record; -1: none), cleared by the next changelog.
+	rollover, eager atomic.Int64
 }
 
 // RootInfo describes one root of a running journal.
@@ -221,14 +231,17 @@ func Open(cfg Config) (_ *Journal, err error) {
 		return nil, fmt.Errorf("journal: %d roots: at most 64 per journal", len(cfg.Roots))
 	}
 	j := &Journal{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		mountFD: -1,
-		fd:      -1,
-		stopFD:  -1,
-		ready:   make(chan struct{}),
-		notify:  make(chan struct{}, 1),
-		space:   make(chan struct{}, 1),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		mountFD:  -1,
+		fd:       -1,
+		stopFD:   -1,
+		ready:    make(chan struct{}),
+		notify:   make(chan struct{}, 1),
+		wake:     make(chan struct{}, 1),
+		flushReq: make(chan flushReq),
+		exited:   make(chan struct{}),
+		space:    make(chan struct{}, 1),
 	}
 	defer func() {
 		if err != nil {
@@ -288,7 +301,10 @@ func Open(cfg Config) (_ *Journal, err error) {
 		} else {
 			unix.Close(fd)
 		}
-		j.roots = append(j.roots, &rootState{path: p, dir: d, id: id})
+		rs := &rootState{path: p, dir: d, id: id}
+		rs.rollover.Store(int64(max(r.RolloverInterval, 0)))
+		rs.eager.Store(-1)
+		j.roots = append(j.roots, rs)
 		j.allRoots |= 1 << uint(i)
 	}
 

@@ -92,10 +92,11 @@ type processor struct {
 	linkBuf []byte
 	ev      event
 
-	processed       uint64 // batches processed
-	lastEmptyBefore int64  // emptyBefore of the last processed batch
-	cur             *batch // batch being processed
-	now             int64  // when processing of cur began
+	processed       uint64     // batches processed
+	lastEmptyBefore int64      // emptyBefore of the last processed batch
+	cur             *batch     // batch being processed
+	now             int64      // when processing of cur began
+	flushes         []flushReq // Flush requests waiting for the events before them
 }
 
 // stateEvery: an idle root's journal.state is rewritten when its vouched
@@ -129,6 +130,7 @@ func (j *Journal) run(ctx context.Context, handoff <-chan struct{}) (handing boo
 		}
 	}()
 	defer close(stopped)
+	defer close(j.exited)
 
 	p := &processor{
 		j:               j,
@@ -170,8 +172,23 @@ func (j *Journal) run(ctx context.Context, handoff <-chan struct{}) (handing boo
 			if p.due(now) {
 				p.flushDue(now)
 			}
+			if len(p.flushes) > 0 {
+				p.serveFlushes()
+			}
 			p.armTimer(timer)
 		case <-timer.C:
+			p.flushDue(time.Now().UnixNano())
+			p.armTimer(timer)
+		case req := <-j.flushReq:
+			req.at = time.Now().UnixNano()
+			p.flushes = append(p.flushes, req)
+			p.serveFlushes()
+			p.armTimer(timer)
+		case <-p.flushPoll():
+			p.serveFlushes()
+			p.armTimer(timer)
+		case <-j.wake:
+			// A rollover interval changed or a RollOver was asked for.
 			p.flushDue(time.Now().UnixNano())
 			p.armTimer(timer)
 		case <-tick.C:
@@ -644,8 +661,7 @@ func (j *Journal) deadline(r *rootState) int64 {
 	if len(w.recs) >= maxWindowRecords {
 		return max(w.retryAt, 1)
 	}
-	d := min(w.opened+int64(j.cfg.RolloverInterval), w.last+int64(j.cfg.QuietInterval))
-	return max(d, w.retryAt)
+	return windowDeadline(w.opened, w.last, w.retryAt, j.rolloverOf(r), int64(j.cfg.QuietInterval), r.eager.Load())
 }
 
 func (p *processor) due(now int64) bool {
@@ -707,6 +723,7 @@ func (p *processor) flush(r *rootState, now, v int64, clean bool) error {
 	j := p.j
 	w := &r.win
 	seq := r.nextSeq
+	eager := r.eager.Load() // served by this changelog
 	path := filepath.Join(r.dir, changelog.FileName(seq))
 	end := max(now, w.start)
 	err := changelog.WriteFile(path, changelog.Header{Seq: seq, Start: w.start, Source: changelog.SourceJournal}, w.recs, end)
@@ -726,6 +743,7 @@ func (p *processor) flush(r *rootState, now, v int64, clean bool) error {
 		return err
 	}
 	r.nextSeq++
+	r.eager.CompareAndSwap(eager, -1) // a RollOver asked for meanwhile holds
 	j.st.records.Add(uint64(len(w.recs)))
 	j.st.changelogs.Add(1)
 	j.st.lastRollover.Store(time.Now().UnixNano())

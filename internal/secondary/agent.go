@@ -480,10 +480,12 @@ func (a *Agent) hello(h *protocol.Hello) (*protocol.HelloOK, error) {
 		}
 	}
 	a.cleanTmp()
+	loadStart := time.Now()
 	if err := a.loadIndex(); err != nil {
 		return nil, err
 	}
-	a.log.Info("session started", "root", root, "primary", h.Session, "fake_super", a.fakeSuper, "known_ids", len(a.idx.files)+len(a.idx.dirs))
+	a.log.Info("session started", "root", root, "primary", h.Session, "fake_super", a.fakeSuper, "known_ids", len(a.idx.files)+len(a.idx.dirs),
+		"index_load", time.Since(loadStart).Round(time.Millisecond))
 	return &protocol.HelloOK{Version: protocol.Version, Software: a.opts.Software, FakeSuper: a.fakeSuper, Stime: a.readStime(), NewRoot: newRoot}, nil
 }
 

@@ -51,10 +51,11 @@ func (c Client) do(ctx context.Context, req Request) (*Response, error) {
 	return &resp, nil
 }
 
-// Register makes session a consumer of root and returns the root's
-// changelog dir and identity.
-func (c Client) Register(ctx context.Context, session, root string) (*RootStatus, error) {
-	resp, err := c.do(ctx, Request{Op: "register", Session: session, Path: root})
+// Register makes session a consumer of root, with its rollover interval
+// (0: the journal process's), and returns the root's changelog dir and
+// identity.
+func (c Client) Register(ctx context.Context, session, root string, rollover time.Duration) (*RootStatus, error) {
+	resp, err := c.do(ctx, Request{Op: "register", Session: session, Path: root, Rollover: rollover})
 	if err != nil {
 		return nil, err
 	}
@@ -67,6 +68,14 @@ func (c Client) Register(ctx context.Context, session, root string) (*RootStatus
 // Unregister drops session as a consumer of root ("" = of every root).
 func (c Client) Unregister(ctx context.Context, session, root string) error {
 	_, err := c.do(ctx, Request{Op: "unregister", Session: session, Path: root})
+	return err
+}
+
+// RollOver asks the journal process to close root's open changelog (or
+// the next one) at most within after its first record; within 0 writes it
+// now and returns once it is durable. session is a consumer of root.
+func (c Client) RollOver(ctx context.Context, session, root string, within time.Duration) error {
+	_, err := c.do(ctx, Request{Op: "rollover", Session: session, Path: root, Within: within})
 	return err
 }
 

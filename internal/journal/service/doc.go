@@ -32,6 +32,17 @@
 // the other roots lose no event. Unregister drops a consumer and, with the
 // last one, the root.
 //
+// # Rollover
+//
+// A root's changelogs close at most the shortest rollover interval its
+// consumers registered with (a session's rollover-interval; the journal
+// process's --rollover-interval for roots whose consumers gave none). A
+// consumer may also ask for its root's open changelog: a worker that
+// connects has it written at once (and waits for it, so that its first
+// batch takes the whole backlog), and a worker that has caught up asks it
+// to be closed at most 200 ms after its first record, so that a change
+// made while it is idle is not held to the next timed rollover.
+//
 // # Upgrades
 //
 // A reexec request (or SIGUSR2, systemd's ExecReload) hands every group

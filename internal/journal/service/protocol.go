@@ -7,9 +7,17 @@ import (
 
 // Request is one control request (one JSON line).
 type Request struct {
-	Op      string `json:"op"`                // "register", "unregister", "status", "reexec"
+	Op      string `json:"op"`                // "register", "unregister", "rollover", "status", "reexec"
 	Session string `json:"session,omitempty"` // the consumer
-	Path    string `json:"path,omitempty"`    // the root (register, unregister)
+	Path    string `json:"path,omitempty"`    // the root (register, unregister, rollover)
+	// Rollover (register) is the consumer's rollover interval: the root's
+	// changelogs close at most the shortest of its consumers' after their
+	// first record (0: the journal process's --rollover-interval).
+	Rollover time.Duration `json:"rollover,omitempty"`
+	// Within (rollover) asks the root's open changelog, or the next one,
+	// to be closed at most this long after its first record; 0 writes the
+	// open one now and answers once it is durable.
+	Within time.Duration `json:"within,omitempty"`
 }
 
 // Response answers a Request.
@@ -33,6 +41,9 @@ type RootStatus struct {
 	Dir       string   `json:"dir"`
 	ID        string   `json:"id"` // root.id: changes when the changelog dir is made anew
 	Consumers []string `json:"consumers"`
+	// Rollover is the shortest rollover interval its consumers asked for
+	// (0: the journal process's).
+	Rollover time.Duration `json:"rollover,omitempty"`
 	// Error is why the root is not journaled now (its group failed).
 	Error        string    `json:"error,omitempty"`
 	CoveredSince time.Time `json:"covered_since"`

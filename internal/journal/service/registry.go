@@ -6,11 +6,47 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"time"
 )
 
 // registry is roots.json: every registered root and its consumers.
 type registry struct {
 	Roots map[string][]string `json:"roots"` // canonical path -> sessions (sorted)
+	// Rollover: canonical path -> session -> its rollover interval (only
+	// the consumers that asked for one).
+	Rollover map[string]map[string]time.Duration `json:"rollover,omitempty"`
+}
+
+// setRollover records session's rollover interval on path (0: none).
+func (r *registry) setRollover(path, session string, d time.Duration) {
+	if d <= 0 {
+		if m := r.Rollover[path]; m != nil {
+			delete(m, session)
+			if len(m) == 0 {
+				delete(r.Rollover, path)
+			}
+		}
+		return
+	}
+	if r.Rollover == nil {
+		r.Rollover = map[string]map[string]time.Duration{}
+	}
+	if r.Rollover[path] == nil {
+		r.Rollover[path] = map[string]time.Duration{}
+	}
+	r.Rollover[path][session] = d
+}
+
+// rolloverOf is path's rollover interval: the shortest its consumers asked
+// for (0: none asked, the journal process's).
+func (r *registry) rolloverOf(path string) time.Duration {
+	var out time.Duration
+	for s, d := range r.Rollover[path] {
+		if slices.Contains(r.Roots[path], s) && d > 0 && (out == 0 || d < out) {
+			out = d
+		}
+	}
+	return out
 }
 
 // add registers session on path; it reports whether the root is new.
@@ -35,6 +71,7 @@ func (r *registry) remove(path, session string) (gone []string) {
 			continue
 		}
 		cs = slices.DeleteFunc(cs, func(c string) bool { return c == session })
+		r.setRollover(p, session, 0)
 		if len(cs) == 0 {
 			delete(r.Roots, p)
 			gone = append(gone, p)

@@ -329,7 +329,7 @@ func (s *server) startGroup(fs string, paths []string, in *journal.Inherited) (*
 		if _, err := ensureRootID(d); err != nil {
 			return nil, s.markFailed(paths, fmt.Errorf("changelog dir of %s: %w", p, err))
 		}
-		roots = append(roots, journal.Root{Path: p, Dir: d})
+		roots = append(roots, journal.Root{Path: p, Dir: d, RolloverInterval: s.reg.rolloverOf(p)})
 	}
 	j, err := journal.Open(journal.Config{Roots: roots, Exclude: append([]string{s.opts.Dir}, s.opts.Exclude...),
 		RolloverInterval: s.opts.RolloverInterval, QueueSize: s.opts.QueueSize, Inherit: in,
@@ -430,8 +430,54 @@ func (s *server) rootsOn(fs string) []string {
 	return out
 }
 
+// applyRollovers gives every journaled root its consumers' rollover
+// interval (under s.mu).
+func (s *server) applyRollovers() {
+	for _, g := range s.groups {
+		for i, p := range g.roots {
+			if err := g.j.SetRolloverInterval(i, s.reg.rolloverOf(p)); err != nil {
+				s.log.Error("journal: rollover interval", "root", p, "err", err)
+			}
+		}
+	}
+}
+
+// flushTimeout bounds a consumer's wait for a Flush.
+const flushTimeout = 5 * time.Second
+
+// rollOver serves a consumer's request for path's open changelog: within 0
+// writes it now and answers once it is durable (a worker about to list its
+// backlog); within > 0 asks it to be closed at most that long after its
+// first record (a worker that caught up).
+func (s *server) rollOver(session, path string, within time.Duration) error {
+	p, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		return badRequest(err)
+	}
+	s.mu.Lock()
+	if !slices.Contains(s.reg.Roots[p], session) {
+		s.mu.Unlock()
+		return badRequest(fmt.Errorf("%s is not a consumer of %s", session, p))
+	}
+	g := s.groups[s.fsOf[p]]
+	i := -1
+	if g != nil {
+		i = slices.Index(g.roots, p)
+	}
+	s.mu.Unlock()
+	if i < 0 {
+		return fmt.Errorf("%s is not journaled now", p)
+	}
+	if within > 0 {
+		return g.j.RollOver(i, within)
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, flushTimeout)
+	defer cancel()
+	return g.j.Flush(ctx, i)
+}
+
 // register adds session as a consumer of path.
-func (s *server) register(session, path string) (*RootStatus, error) {
+func (s *server) register(session, path string, rollover time.Duration) (*RootStatus, error) {
 	if err := validSession(session); err != nil {
 		return nil, badRequest(err)
 	}
@@ -449,6 +495,7 @@ func (s *server) register(session, path string) (*RootStatus, error) {
 		return nil, badRequest(err)
 	}
 	_, known := s.reg.Roots[p]
+	s.reg.setRollover(p, session, rollover)
 	g := s.groups[fs]
 	if !known || g == nil || !slices.Contains(g.roots, p) {
 		s.reg.add(p, session)
@@ -462,6 +509,7 @@ func (s *server) register(session, path string) (*RootStatus, error) {
 	} else {
 		s.reg.add(p, session)
 	}
+	s.applyRollovers()
 	if err := state.WriteJSON(s.regPath(), &s.reg); err != nil {
 		s.log.Error("journal: cannot save roots.json", "err", err)
 	}
@@ -510,6 +558,7 @@ func (s *server) unregister(session, path string) error {
 		}
 		delete(s.fsOf, p)
 	}
+	s.applyRollovers()
 	if err := state.WriteJSON(s.regPath(), &s.reg); err != nil {
 		s.log.Error("journal: cannot save roots.json", "err", err)
 	}
@@ -520,7 +569,7 @@ func (s *server) unregister(session, path string) error {
 // rootStatus describes p (under s.mu).
 func (s *server) rootStatus(p string) RootStatus {
 	d := Dir(s.opts.Dir, p)
-	rs := RootStatus{Path: p, Dir: d, Consumers: slices.Clone(s.reg.Roots[p]), Error: s.rootErr[p]}
+	rs := RootStatus{Path: p, Dir: d, Consumers: slices.Clone(s.reg.Roots[p]), Error: s.rootErr[p], Rollover: s.reg.rolloverOf(p)}
 	rs.ID, _ = RootID(d)
 	if g := s.groups[s.fsOf[p]]; g != nil {
 		if i := slices.Index(g.roots, p); i >= 0 {
@@ -647,9 +696,12 @@ func decodeRequest(line []byte) (Request, error) {
 		return Request{}, fmt.Errorf("bad request: %w", err)
 	}
 	switch req.Op {
-	case "register", "unregister":
+	case "register", "unregister", "rollover":
 		if err := validSession(req.Session); err != nil {
 			return Request{}, err
+		}
+		if req.Rollover < 0 || req.Rollover > journal.MaxRollover || req.Within < 0 || req.Within > journal.MaxRollover {
+			return Request{}, fmt.Errorf("rollover %s, within %s: out of [0, %s]", req.Rollover, req.Within, journal.MaxRollover)
 		}
 	case "status", "reexec":
 	default:
@@ -684,9 +736,11 @@ func (s *server) handle(c *net.UnixConn) {
 	var resp Response
 	switch req.Op {
 	case "register":
-		resp.Root, err = s.register(req.Session, req.Path)
+		resp.Root, err = s.register(req.Session, req.Path, req.Rollover)
 	case "unregister":
 		err = s.unregister(req.Session, req.Path)
+	case "rollover":
+		err = s.rollOver(req.Session, req.Path, req.Within)
 	case "status":
 		resp.Status = s.status()
 	case "reexec":

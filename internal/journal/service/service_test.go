@@ -156,7 +156,7 @@ func TestServerRegisterAndGC(t *testing.T) {
 	var rs *RootStatus
 	var err error
 	for i := 0; i < 100; i++ {
-		if rs, err = c.Register(ctx, "a", src); !errors.Is(err, ErrNotRunning) {
+		if rs, err = c.Register(ctx, "a", src, 0); !errors.Is(err, ErrNotRunning) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -167,17 +167,32 @@ func TestServerRegisterAndGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Register(ctx, "b", src); err != nil {
-		t.Fatal(err)
+	if rs, err := c.Register(ctx, "b", src, 700*time.Millisecond); err != nil || rs.Rollover != 700*time.Millisecond {
+		t.Fatalf("register b with a rollover interval: %+v %v", rs, err)
 	}
-	if _, err := c.Register(ctx, "bad/name", src); !errors.Is(err, ErrRefused) {
+	if rs, err := c.Register(ctx, "a", src, 300*time.Millisecond); err != nil || rs.Rollover != 300*time.Millisecond {
+		t.Fatalf("the shortest consumer's rollover interval: %+v %v", rs, err)
+	}
+	if rs, err := c.Register(ctx, "a", src, 0); err != nil || rs.Rollover != 700*time.Millisecond {
+		t.Fatalf("a drops its rollover interval: %+v %v", rs, err)
+	}
+	if err := c.RollOver(ctx, "a", src, 0); err != nil {
+		t.Errorf("a consumer's rollover request: %v", err)
+	}
+	if err := c.RollOver(ctx, "nobody", src, 0); !errors.Is(err, ErrRefused) {
+		t.Errorf("a rollover request of no consumer: %v, want ErrRefused", err)
+	}
+	if err := c.RollOver(ctx, "a", src, -time.Second); !errors.Is(err, ErrRefused) {
+		t.Errorf("a rollover request within -1s: %v, want ErrRefused", err)
+	}
+	if _, err := c.Register(ctx, "bad/name", src, 0); !errors.Is(err, ErrRefused) {
 		t.Errorf("bad consumer name: %v", err)
 	}
 	os.WriteFile(filepath.Join(src, "one"), nil, 0o644)
 	waitFor(t, "changelog of one", func() bool { return named(t, rs.Dir, "one") })
 	// A second root on the same filesystem: the first loses nothing.
 	os.WriteFile(filepath.Join(src, "two"), nil, 0o644)
-	if _, err := c.Register(ctx, "c", src2); err != nil {
+	if _, err := c.Register(ctx, "c", src2, 0); err != nil {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(src, "three"), nil, 0o644)
@@ -305,4 +320,27 @@ func FuzzReadPosition(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestRegistryRollover(t *testing.T) {
+	var r registry
+	r.add("/p", "a")
+	r.add("/p", "b")
+	if d := r.rolloverOf("/p"); d != 0 {
+		t.Errorf("no consumer asked: %s, want 0", d)
+	}
+	r.setRollover("/p", "a", 2*time.Second)
+	r.setRollover("/p", "b", time.Second)
+	r.setRollover("/q", "c", time.Millisecond) // not a consumer of /p
+	if d := r.rolloverOf("/p"); d != time.Second {
+		t.Errorf("shortest: %s, want 1s", d)
+	}
+	r.remove("/p", "b")
+	if d := r.rolloverOf("/p"); d != 2*time.Second {
+		t.Errorf("after b left: %s, want 2s", d)
+	}
+	r.setRollover("/p", "a", 0)
+	if d := r.rolloverOf("/p"); d != 0 || len(r.Rollover["/p"]) != 0 {
+		t.Errorf("after a dropped it: %s %v, want 0", d, r.Rollover)
+	}
 }
