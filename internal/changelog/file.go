@@ -197,39 +197,5 @@ func appendTime(b []byte, ns int64) []byte {
 }
 
 func appendDumpRecord(b []byte, r *Record) []byte {
-	b = append(b, byte(r.Type))
-	switch r.Type {
-	case Entry:
-		b = append(b, ' ')
-		b = append(b, r.ID...)
-		b = append(b, ' ')
-		b = append(b, r.Op.String()...)
-		b = append(b, ' ')
-		b = append(b, r.Parent...)
-		b = append(b, ' ')
-		b = strconv.AppendQuote(b, r.Name)
-		if r.Op == OpRename {
-			b = append(b, " -> "...)
-			b = append(b, r.NewParent...)
-			b = append(b, ' ')
-			b = strconv.AppendQuote(b, r.NewName)
-		}
-	case Data, Meta:
-		b = append(b, ' ')
-		b = append(b, r.ID...)
-		if r.Parent != "" {
-			b = append(b, ' ')
-			b = append(b, r.Parent...)
-			b = append(b, ' ')
-			b = strconv.AppendQuote(b, r.Name)
-		}
-	case Gap:
-		b = append(b, ' ')
-		b = strconv.AppendInt(b, r.From, 10)
-		b = append(b, ' ')
-		b = strconv.AppendInt(b, r.To, 10)
-		b = append(b, ' ')
-		b = strconv.AppendQuote(b, r.Reason)
-	}
-	return append(b, '\n')
+	return appendRecordWith(b, r, strconv.AppendQuote, " -> ")
 }

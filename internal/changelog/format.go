@@ -245,6 +245,13 @@ func appendHex32(b []byte, v uint32) []byte {
 
 // appendRecord appends the line (with '\n') for a validated record.
 func appendRecord(b []byte, r *Record) []byte {
+	return appendRecordWith(b, r, appendEscaped, " ")
+}
+
+// appendRecordWith appends r's line with its strings (names, a gap's
+// reason) written by str and a rename's two slots separated by renameSep:
+// the changelog's escaping for files, Go quoting for dumps.
+func appendRecordWith(b []byte, r *Record, str func([]byte, string) []byte, renameSep string) []byte {
 	b = append(b, byte(r.Type))
 	switch r.Type {
 	case Entry:
@@ -255,12 +262,12 @@ func appendRecord(b []byte, r *Record) []byte {
 		b = append(b, ' ')
 		b = append(b, r.Parent...)
 		b = append(b, ' ')
-		b = appendEscaped(b, r.Name)
+		b = str(b, r.Name)
 		if r.Op == OpRename {
-			b = append(b, ' ')
+			b = append(b, renameSep...)
 			b = append(b, r.NewParent...)
 			b = append(b, ' ')
-			b = appendEscaped(b, r.NewName)
+			b = str(b, r.NewName)
 		}
 	case Data, Meta:
 		b = append(b, ' ')
@@ -269,7 +276,7 @@ func appendRecord(b []byte, r *Record) []byte {
 			b = append(b, ' ')
 			b = append(b, r.Parent...)
 			b = append(b, ' ')
-			b = appendEscaped(b, r.Name)
+			b = str(b, r.Name)
 		}
 	case Gap:
 		b = append(b, ' ')
@@ -277,7 +284,7 @@ func appendRecord(b []byte, r *Record) []byte {
 		b = append(b, ' ')
 		b = strconv.AppendInt(b, r.To, 10)
 		b = append(b, ' ')
-		b = appendEscaped(b, r.Reason)
+		b = str(b, r.Reason)
 	}
 	return append(b, '\n')
 }
