@@ -124,6 +124,22 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 			}
 		}
 	}
+	// adoptAt adopts the secondary's entry c (as listed: h) at its slot as
+	// the primary's w: an Adopt op (a re-key when h's ID is dead), and c
+	// takes w's ID in the secondary's state the planner sees.
+	adoptAt := func(c, h, w *tree.Entry, dead bool) {
+		op := Op{Kind: Adopt, ID: w.ID, To: c.Slot, Entry: adoptEntry(w)}
+		if dead {
+			op.From = c.Slot
+			rekeyed[h.ID] = w.ID
+		}
+		ad.Ops = append(ad.Ops, op)
+		onSec[w.ID] = true
+		old := *c
+		ad.Old[w.ID] = &old
+		c.ID = w.ID
+		ad.Have = append(ad.Have, c)
+	}
 	var visit func(secParent, parent fileid.ID)
 	visit = func(secParent, parent fileid.ID) {
 		if visited[secParent] {
@@ -151,32 +167,12 @@ func AdoptByPath(want map[tree.Slot]*tree.Entry, have []*tree.Entry, staged []fi
 				// A symlink with the same target, a FIFO, socket or device
 				// of the same kind and number: nothing to send either way,
 				// but its inode (and a hardlink group) is kept.
-				op := Op{Kind: Adopt, ID: w.ID, To: s, Entry: adoptEntry(w)}
-				if dead {
-					op.From = s
-					rekeyed[h.ID] = w.ID
-				}
-				ad.Ops = append(ad.Ops, op)
-				onSec[w.ID] = true
-				old := c
-				ad.Old[w.ID] = &old
-				c.ID = w.ID
-				ad.Have = append(ad.Have, &c)
+				adoptAt(&c, h, w, dead)
 				continue
 			}
 			if (unknown || dead) && w != nil && w.Kind == h.Kind && w.Kind == tree.KindDir &&
 				!onSec[w.ID] && w.ID != rootID {
-				op := Op{Kind: Adopt, ID: w.ID, To: s, Entry: adoptEntry(w)}
-				if dead {
-					op.From = s
-					rekeyed[h.ID] = w.ID
-				}
-				ad.Ops = append(ad.Ops, op)
-				onSec[w.ID] = true
-				old := c
-				ad.Old[w.ID] = &old
-				c.ID = w.ID
-				ad.Have = append(ad.Have, &c)
+				adoptAt(&c, h, w, dead)
 				if h.Kind == tree.KindDir {
 					visit(h.ID, w.ID)
 				}
