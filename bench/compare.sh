@@ -49,9 +49,7 @@ while [ $# -gt 0 ]; do
 done
 want() { case ",$only," in *",$1,"*) return 0 ;; esac; return 1; }
 here=$(cd "$(dirname "$0")/.." && pwd)
-shared=${GEOREP_SHARED_DIR:-}; d=$here # the first shared/ beside the checkout or above it
-while [ -z "$shared" ] && [ "$d" != / ]; do d=$(dirname "$d"); [ -f "$d/shared/bench/workload.py" ] && shared=$d/shared; done
-[ -n "$shared" ] || { echo "$0: needs shared/bench (workload.py, verify.py ...) beside the checkout or above it, or GEOREP_SHARED_DIR" >&2; exit 1; }
+. "$here/bench/lib.sh"; need_shared
 export PATH=/usr/local/go/bin:$PATH
 (cd "$here" && go build -o bin/georep ./cmd/georep)
 georep=$here/bin/georep

@@ -11,17 +11,12 @@
 set -euo pipefail
 samples=${1:-20}; big=${2:-200000}
 here=$(cd "$(dirname "$0")/.." && pwd)
-shared=${GEOREP_SHARED_DIR:-}; d=$here # the first shared/ beside the checkout or above it
-while [ -z "$shared" ] && [ "$d" != / ]; do d=$(dirname "$d"); [ -f "$d/shared/bench/workload.py" ] && shared=$d/shared; done
-[ -n "$shared" ] || { echo "$0: needs shared/bench (workload.py, verify.py ...) beside the checkout or above it, or GEOREP_SHARED_DIR" >&2; exit 1; }
+. "$here/bench/lib.sh"; need_shared
 export PATH=/usr/local/go/bin:$PATH
 (cd "$here" && go build -o bin/georep ./cmd/georep)
 georep=$here/bin/georep
 mnt=/mnt/georep-bench
-if ! mountpoint -q $mnt; then
-  mkdir -p $mnt; img=/var/tmp/georep-bench.img
-  truncate -s 8G $img; mkfs.ext4 -q -F $img; mount -o loop,noatime $img $mnt
-fi
+bench_mount
 bash "$shared/bench/wan.sh" start >/dev/null 2>&1 || true
 ssh="ssh -p 42022 -i /tmp/georep-wan/key -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 now() { date +%s%N; }

@@ -37,8 +37,7 @@ esac
 [ "$(id -u)" -eq 0 ] || { echo "soak.sh: needs root (loop mount, sshd)" >&2; exit 2; }
 
 here=$(cd "$(dirname "$0")/.." && pwd)
-shared=${GEOREP_SHARED_DIR:-}; d=$here # the first shared/ beside the checkout or above it
-while [ -z "$shared" ] && [ "$d" != / ]; do d=$(dirname "$d"); [ -f "$d/shared/bench/workload.py" ] && shared=$d/shared; done
+. "$here/bench/lib.sh"; find_shared # optional: verify.py as a second oracle
 # shared/bench is optional: where present, its verify.py judges too.
 py=/usr/bin/python3; [ -x $py ] || py=python3
 export PYTHONDONTWRITEBYTECODE=1
