@@ -202,17 +202,11 @@ func (e *jrEnv) marker(t *testing.T, name string, since time.Time, timeout time.
 	}
 }
 
-// jrVerify compares the trees. Known bug (README, "Not done yet"):
-// directories made by a churn across a kill that inherit a default ACL on
-// the primary sometimes stay without it on the secondary, so the trees are
-// judged without ACLs until it is fixed and the full comparison is logged.
+// jrVerify compares the trees, ACLs included.
 func jrVerify(t *testing.T, what, p, s string) {
 	t.Helper()
-	if ok, out := testutil.VerifyPy(t, p, s, "--no-acls"); !ok {
-		t.Fatalf("%s: the trees differ:\n%s", what, tail(out, 3000))
-	}
 	if ok, out := testutil.VerifyPy(t, p, s); !ok {
-		t.Logf("KNOWN BUG: %s: the trees differ but for ACLs:\n%s", what, tail(out, 3000))
+		t.Fatalf("%s: the trees differ:\n%s", what, tail(out, 3000))
 	}
 }
 
@@ -467,14 +461,7 @@ func TestRunJournalProcessKillRestart(t *testing.T) {
 	os.Rename(filepath.Join(p, "d00"), filepath.Join(p, "d00-renamed-while-down"))
 	os.RemoveAll(filepath.Join(p, "d01"))
 	r2 := startRun(t, bin, nil, p, s, "--state-dir", st) // auto: the journal process runs
-	// Known bug (README, "Not done yet"): directories created while georep
-	// was down, inheriting a default ACL on the primary, sometimes reach the
-	// secondary without it after this replay. Converged is judged without
-	// ACLs until it is fixed; the full comparison is logged.
-	waitConverged(t, r2, p, s, 120*time.Second, "--no-acls")
-	if ok, out := testutil.VerifyPy(t, p, s); !ok {
-		t.Logf("KNOWN BUG: converged but for ACLs:\n%s", out)
-	}
+	waitConverged(t, r2, p, s, 120*time.Second)
 	if strings.Contains(r2.Logs(), "msg=crawling") || !strings.Contains(r2.Logs(), "reading the journal process") {
 		t.Errorf("the restarted georep run crawled or did not read the journal process:\n%s", tail(r2.Logs(), 3000))
 	}

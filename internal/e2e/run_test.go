@@ -139,14 +139,7 @@ func TestRunKillRestart(t *testing.T) {
 	os.Rename(filepath.Join(p, "d00"), filepath.Join(p, "d00-renamed-while-down"))
 	os.RemoveAll(filepath.Join(p, "d01"))
 	r2 := startRun(t, bin, nil, p, s, "--state-dir", st)
-	// Known bug (README, "Not done yet"): directories made during the
-	// churn that inherit a default ACL on the primary sometimes stay
-	// without it on the secondary across the kill. Converged is judged
-	// without ACLs until it is fixed; the full comparison is logged.
-	waitConverged(t, r2, p, s, 60*time.Second, "--no-acls")
-	if ok, out := testutil.VerifyPy(t, p, s); !ok {
-		t.Logf("KNOWN BUG: converged but for ACLs:\n%s", out)
-	}
+	waitConverged(t, r2, p, s, 60*time.Second)
 	if !strings.Contains(r2.Logs(), "restart after downtime") {
 		t.Errorf("the restart did not crawl the gap:\n%s", tail(r2.Logs(), 2000))
 	}

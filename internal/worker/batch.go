@@ -41,6 +41,16 @@ func (s *Session) BatchJob(ctx context.Context, recs []changelog.Record) (*Job, 
 			if r.Op == changelog.OpRename {
 				slots[tree.Slot{Parent: r.NewParent, Name: r.NewName}] = true
 			}
+			if createsInode(r.Op) {
+				// A new inode's metadata (its inherited default ACL too:
+				// the kernel records no change of its own for that) goes
+				// with it, also when the entry is already on the
+				// secondary: a batch replayed after a crash between its
+				// entry ops and its metadata finds nothing to create.
+				if _, ok := metaIDs[r.ID]; !ok {
+					metaIDs[r.ID] = tree.Slot{Parent: r.Parent, Name: r.Name}
+				}
+			}
 		case changelog.Data:
 			dataIDs[r.ID] = tree.Slot{Parent: r.Parent, Name: r.Name}
 			if r.Parent != "" {
@@ -448,4 +458,14 @@ func (pl *primaryLookup) subtree(ctx context.Context, id fileid.ID) ([]tree.Entr
 		return nil, err
 	}
 	return res.Entries, nil
+}
+
+// createsInode reports whether an entry op makes a new inode, whose
+// metadata must then be applied in full.
+func createsInode(op changelog.Op) bool {
+	switch op {
+	case changelog.OpCreate, changelog.OpMkdir, changelog.OpMknod, changelog.OpSymlink:
+		return true
+	}
+	return false
 }
