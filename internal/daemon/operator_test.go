@@ -104,7 +104,9 @@ func TestBatchHistogramsObserved(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if m[`georep_batch_apply_seconds_count{session="h"}`].Value >= 3 {
+		// One scrape gathers the collectors concurrently, so it may see
+		// the third apply but not yet its lag: wait for both.
+		if m[`georep_batch_apply_seconds_count{session="h"}`].Value >= 3 && m[`georep_change_lag_seconds_count{session="h"}`].Value >= 3 {
 			break
 		}
 		time.Sleep(20 * time.Millisecond)
