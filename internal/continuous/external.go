@@ -64,11 +64,7 @@ func idleWithin(rollover time.Duration) time.Duration {
 // waits for it: what it holds is part of the backlog a connected worker is
 // about to list, so the first batch takes it rather than the next timed
 // rollover's. Failing is not fatal (the changes wait for the rollover).
-func (r *runner) flushJournal(ctx context.Context) {
-	if err := (service.Client{Dir: r.ext.cfg.Dir}).RollOver(ctx, r.ext.cfg.Consumer, r.ext.root, 0); err != nil {
-		r.rollOverFailed(r.ext, err)
-	}
-}
+func (r *runner) flushJournal(ctx context.Context) { r.requestRollOver(ctx, r.ext, 0) }
 
 // askRollOver asks the journal process to close the open changelog within
 // (once until the next changelog is taken). A journal process that does
@@ -76,6 +72,12 @@ func (r *runner) flushJournal(ctx context.Context) {
 // rollover: it is logged, not fatal.
 func (r *runner) askRollOver(ctx context.Context, ext *extJournal, within time.Duration) {
 	ext.rollAsked = true
+	r.requestRollOver(ctx, ext, within)
+}
+
+// requestRollOver sends the journal process a RollOver of ext's root;
+// a failure is logged (rollOverFailed), not returned.
+func (r *runner) requestRollOver(ctx context.Context, ext *extJournal, within time.Duration) {
 	if err := (service.Client{Dir: ext.cfg.Dir}).RollOver(ctx, ext.cfg.Consumer, ext.root, within); err != nil {
 		r.rollOverFailed(ext, err)
 	}

@@ -20,16 +20,26 @@ func (j *Journal) root(i int) (*rootState, error) {
 	return j.roots[i], nil
 }
 
+// rootAnd is root i, once d (what: named in the error) is checked to be
+// within [0, MaxRollover].
+func (j *Journal) rootAnd(i int, what string, d time.Duration) (*rootState, error) {
+	r, err := j.root(i)
+	if err != nil {
+		return nil, err
+	}
+	if d < 0 || d > MaxRollover {
+		return nil, fmt.Errorf("journal: %s %s out of [0, %s]", what, d, MaxRollover)
+	}
+	return r, nil
+}
+
 // SetRolloverInterval makes root i's changelogs close at most d after
 // their first record (0: Config.RolloverInterval), from the open one on.
 // It is safe to call from any goroutine, before or while the journal runs.
 func (j *Journal) SetRolloverInterval(i int, d time.Duration) error {
-	r, err := j.root(i)
+	r, err := j.rootAnd(i, "rollover interval", d)
 	if err != nil {
 		return err
-	}
-	if d < 0 || d > MaxRollover {
-		return fmt.Errorf("journal: rollover interval %s out of [0, %s]", d, MaxRollover)
 	}
 	r.rollover.Store(int64(d))
 	j.poke()
@@ -44,12 +54,9 @@ func (j *Journal) SetRolloverInterval(i int, d time.Duration) error {
 // until a changelog of the root is written; a later one replaces it. It is
 // safe to call from any goroutine.
 func (j *Journal) RollOver(i int, within time.Duration) error {
-	r, err := j.root(i)
+	r, err := j.rootAnd(i, "rollover within", within)
 	if err != nil {
 		return err
-	}
-	if within < 0 || within > MaxRollover {
-		return fmt.Errorf("journal: rollover within %s out of [0, %s]", within, MaxRollover)
 	}
 	r.eager.Store(int64(within))
 	j.poke()
